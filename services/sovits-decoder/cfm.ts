@@ -1,0 +1,102 @@
+/**
+ * SoVITS v3 decoding of one segment, upstream's serial path: fea_ref/fea_todo from sovits_encp, then
+ * windows of at most 934 frames, each conditioned on a reference prefix of at most 468 frames, each
+ * integrated with Euler steps of the CFM velocity field; the next window's prefix is the tail of this one.
+ */
+import type { Manifest } from "../../shared/manifest.js";
+import type { OrtPool } from "../../shared/ort-pool.js";
+import { Rng } from "../../shared/sampling.js";
+import { asFloat32, f32, i64 } from "../../shared/tensor.js";
+
+export interface EncodedSegment {
+  feaRef: Float32Array; // [F, Tref]
+  tRef: number;
+  feaTodo: Float32Array; // [F, Ttodo]
+  tTodo: number;
+}
+
+export async function encodeSegment(
+  pool: OrtPool,
+  manifest: Manifest,
+  v: { prompts: Int32Array; promptIds: Int32Array; tokens: Int32Array; textIds: Int32Array; ge: Float32Array; speed: number },
+): Promise<EncodedSegment> {
+  const geDim = manifest.dims.ge.dim;
+  const run = async (codes: Int32Array, text: Int32Array, speed: number) => {
+    const out = await pool.run("sovits_encp", {
+      codes: i64(codes, [1, 1, codes.length]),
+      text: i64(text, [1, text.length]),
+      ge: f32(v.ge, [1, geDim, 1]),
+      speed: f32(new Float32Array([speed]), [1]),
+    });
+    const fea = out.fea!;
+    return { data: asFloat32(fea, "fea"), frames: fea.dims[2] };
+  };
+  const ref = await run(v.prompts, v.promptIds, 1);
+  const todo = await run(v.tokens, v.textIds, v.speed);
+  return { feaRef: ref.data, tRef: ref.frames, feaTodo: todo.data, tTodo: todo.frames };
+}
+
+/** Frames [from, to) of a channel-major [C, T] matrix. */
+export function sliceFrames(a: Float32Array, channels: number, frames: number, from: number, to: number): Float32Array {
+  const n = to - from;
+  const out = new Float32Array(channels * n);
+  for (let c = 0; c < channels; c++) out.set(a.subarray(c * frames + from, c * frames + to), c * n);
+  return out;
+}
+
+/** Concatenate two channel-major matrices along time. */
+export function concatFrames(a: Float32Array, ta: number, b: Float32Array, tb: number, channels: number): Float32Array {
+  const t = ta + tb;
+  const out = new Float32Array(channels * t);
+  for (let c = 0; c < channels; c++) {
+    out.set(a.subarray(c * ta, (c + 1) * ta), c * t);
+    out.set(b.subarray(c * tb, (c + 1) * tb), c * t + ta);
+  }
+  return out;
+}
+
+export interface WindowPlan {
+  prefix: number;
+  chunk: number;
+  windows: number;
+}
+
+/** Upstream's window arithmetic: T_min = min(ref mel, fea_ref) clipped to the last 468 frames; chunk = 934 − T_min. */
+export function planWindows(manifest: Manifest, refMelFrames: number, tRef: number, tTodo: number): WindowPlan {
+  const { maxFrames, maxPromptFrames } = manifest.dims.cfm;
+  const prefix = Math.min(refMelFrames, tRef, maxPromptFrames);
+  const chunk = maxFrames - prefix;
+  return { prefix, chunk, windows: Math.max(1, Math.ceil(tTodo / chunk)) };
+}
+
+/** Euler integration of one window. Returns the generated mel [bands, T − P] (normalised). */
+export async function cfmWindow(
+  pool: OrtPool,
+  manifest: Manifest,
+  w: { fea: Float32Array; promptMel: Float32Array; p: number; t: number; steps: number; rng: Rng; checkAlive?: () => void },
+): Promise<Float32Array> {
+  const bands = manifest.dims.mel.bands;
+  const { p, t, steps } = w;
+  const x = new Float32Array(bands * t);
+  for (let i = 0; i < x.length; i++) x[i] = w.rng.normal();
+  const cond = new Float32Array(bands * t);
+  for (let c = 0; c < bands; c++) {
+    cond.set(w.promptMel.subarray(c * p, (c + 1) * p), c * t);
+    x.fill(0, c * t, c * t + p);
+  }
+  const d = 1 / steps;
+  for (let s = 0; s < steps; s++) {
+    w.checkAlive?.();
+    const out = await pool.run("cfm_dit", {
+      x: f32(x, [1, bands, t]),
+      cond: f32(cond, [1, bands, t]),
+      x_lens: i64([t], [1]),
+      time: f32(new Float32Array([s * d]), [1]),
+      dt_base_bootstrap: f32(new Float32Array([d]), [1]),
+      text: f32(w.fea, [1, manifest.dims.fea.dim, t]),
+    });
+    const v = asFloat32(out.output, "output"); // [1, T, bands]
+    for (let f = p; f < t; f++) for (let c = 0; c < bands; c++) x[c * t + f] += d * v[f * bands + c];
+  }
+  return sliceFrames(x, bands, t, p, t);
+}

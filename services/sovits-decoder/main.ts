@@ -1,0 +1,152 @@
+/** sovits-decoder stage: voice preparation (a services-API endpoint) and tokens → mel windows (CFM). */
+import { createHash } from "node:crypto";
+import { loadConfig } from "../../shared/config.js";
+import { decodeAs, encode } from "../../shared/codec.js";
+import { denormSpec } from "../../shared/dsp/index.js";
+import { GsvError, toGsvError } from "../../shared/errors.js";
+import { log } from "../../shared/log.js";
+import { loadManifest } from "../../shared/manifest.js";
+import { connectNats, refAudioStore, voicesBucket } from "../../shared/nats.js";
+import { OrtPool } from "../../shared/ort-pool.js";
+import { Rng } from "../../shared/sampling.js";
+import { SovitsJob, VoicePrepareRequest, type VocoderJob } from "../../shared/schemas.js";
+import { StageRunner, runUntilSignalled, timing } from "../../shared/stage.js";
+import { Subjects, voiceKey } from "../../shared/subjects.js";
+import { VoiceStore } from "../../shared/voices.js";
+import { cfmWindow, concatFrames, encodeSegment, planWindows, sliceFrames } from "./cfm.js";
+import { prepareVoice } from "./voice-prep.js";
+
+/** Mel frames each vocoder window repeats from the previous one, so the client can cross-fade the seam. */
+export const VOCODER_OVERLAP = 12;
+
+const cfg = loadConfig("sovits-decoder");
+const manifest = loadManifest(cfg.modelDir);
+const modelSha = createHash("sha256").update(JSON.stringify(manifest.graphs)).digest("hex");
+const pool = await OrtPool.create({
+  modelDir: cfg.modelDir,
+  manifest,
+  graphs: ["cnhubert", "vq_extract", "ge_encoder", "sovits_encp", "cfm_dit"],
+  workers: cfg.ortWorkers,
+  intraOpThreads: cfg.ortThreads,
+});
+const nc = await connectNats({ url: cfg.natsUrl, name: cfg.replica });
+const voices = new VoiceStore(await voicesBucket(nc));
+const refAudio = await refAudioStore(nc);
+
+// Voice preparation: single flight per voice within this replica; the result is shared through KV.
+const preparing = new Map<string, Promise<{ key: string; tokens: number; cached: boolean }>>();
+async function ensureVoice(audioSha: string): Promise<{ key: string; tokens: number; cached: boolean }> {
+  const key = voiceKey(modelSha, audioSha);
+  const have = await voices.get(key);
+  if (have) return { key, tokens: have.prompts.length, cached: true };
+  let p = preparing.get(key);
+  if (!p) {
+    p = (async () => {
+      const bytes = await refAudio.getBlob(audioSha);
+      if (!bytes) throw new GsvError("NOT_FOUND", `reference audio ${audioSha.slice(0, 12)}… is not in the object store`);
+      const voice = await prepareVoice(pool, manifest, audioSha, bytes);
+      await voices.put(key, voice);
+      return { key, tokens: voice.prompts.length, cached: false };
+    })().finally(() => preparing.delete(key));
+    preparing.set(key, p);
+  }
+  return p;
+}
+
+const runner = new StageRunner({
+  stage: "sovits",
+  schema: SovitsJob,
+  nc,
+  replica: cfg.replica,
+  concurrency: cfg.concurrency,
+  ackWaitMs: cfg.ackWaitMs,
+  metadata: { modelSet: manifest.name },
+  async handle(job, ctx) {
+    const started = Date.now();
+    const voice = await voices.require(job.voiceKey);
+    const bands = manifest.dims.mel.bands;
+    const F = manifest.dims.fea.dim;
+    const enc = await encodeSegment(pool, manifest, {
+      prompts: voice.prompts,
+      promptIds: job.promptIds,
+      tokens: job.tokens,
+      textIds: job.textIds,
+      ge: voice.ge,
+      speed: job.params.speed,
+    });
+    const plan = planWindows(manifest, voice.refMelFrames, enc.tRef, enc.tTodo);
+    let p = plan.prefix;
+    // The reference prefix: the first T_min frames, and of those the last `prefix` (upstream keeps the tail).
+    const tMin = Math.min(voice.refMelFrames, enc.tRef);
+    let promptMel = sliceFrames(voice.refMel, bands, voice.refMelFrames, tMin - p, tMin);
+    let feaPrefix = sliceFrames(enc.feaRef, F, enc.tRef, tMin - p, tMin);
+    const rng = new Rng((job.params.seed ^ Math.imul(job.seg + 1, 0x85ebca6b)) >>> 0);
+    let prevTail: Float32Array | undefined; // de-normalised last frames of the previous window
+    let prevTailFrames = 0;
+    for (let win = 0; win < plan.windows; win++) {
+      const winStarted = Date.now();
+      const from = win * plan.chunk;
+      const to = Math.min(enc.tTodo, from + plan.chunk);
+      const n = to - from;
+      const chunk = sliceFrames(enc.feaTodo, F, enc.tTodo, from, to);
+      const fea = concatFrames(feaPrefix, p, chunk, n, F);
+      const mel = await cfmWindow(pool, manifest, { fea, promptMel, p, t: p + n, steps: job.params.sampleSteps, rng, checkAlive: () => ctx.checkAlive(job) });
+      // Next prefix: the tail of what was just generated (autoregressive continuation, as upstream's serial path).
+      const keep = Math.min(p, n);
+      promptMel = sliceFrames(mel, bands, n, n - keep, n);
+      feaPrefix = sliceFrames(chunk, F, n, n - keep, n);
+      p = keep;
+
+      const denorm = denormSpec(Float32Array.from(mel));
+      const overlap = prevTail ? prevTailFrames : 0;
+      const withOverlap = prevTail ? concatFrames(prevTail, prevTailFrames, denorm, n, bands) : denorm;
+      prevTailFrames = Math.min(VOCODER_OVERLAP, n);
+      prevTail = sliceFrames(denorm, bands, n, n - prevTailFrames, n);
+      const last = win === plan.windows - 1;
+      const out: VocoderJob = {
+        id: job.id,
+        reply: job.reply,
+        deadline: job.deadline,
+        enqueuedAt: Date.now(),
+        timings: [...job.timings, timing("sovits", cfg.replica, job, win === 0 ? started : winStarted, 1, job.seg, win)],
+        seg: job.seg,
+        segCount: job.segCount,
+        win,
+        last,
+        mel: withOverlap,
+        frames: n + overlap,
+        overlap,
+        tail: last ? 0 : prevTailFrames,
+        tokens: job.tokens.length,
+        fragmentInterval: job.params.fragmentInterval,
+      };
+      await ctx.forward("vocoder", `${job.id}:vocoder:${job.seg}:${win}`, out);
+    }
+  },
+});
+
+await runner.start();
+const svc = await nc.services.add({ name: "voice-prep", version: "0.1.0", description: "prepares reference voices", metadata: { replica: cfg.replica } });
+svc.addEndpoint("prepare", {
+  subject: Subjects.voicePrepare,
+  queue: "voice-prep",
+  handler: (_err, m) => {
+    const t0 = Date.now();
+    (async () => {
+      const req = decodeAs(VoicePrepareRequest, m.data);
+      const r = await ensureVoice(req.audioSha);
+      m.respond(encode({ ok: true, voiceKey: r.key, promptTokens: r.tokens, cached: r.cached, ms: Date.now() - t0 }));
+    })().catch((err) => {
+      const e = toGsvError(err);
+      m.respond(encode({ ok: false, code: e.code, message: e.message }));
+    });
+  },
+});
+process.stdout.write(JSON.stringify({ ready: "sovits-decoder", replica: cfg.replica }) + "\n");
+log.info("sovits-decoder ready", { replica: cfg.replica, modelSet: manifest.name });
+runUntilSignalled("sovits-decoder", async () => {
+  await runner.stop();
+  await svc.stop();
+  await nc.drain();
+  await pool.close();
+});

@@ -1,0 +1,88 @@
+import { Worker } from "node:worker_threads";
+import { join } from "node:path";
+import type { Manifest, GraphName } from "./manifest.js";
+import type { Feeds, TensorLike } from "./tensor.js";
+import { GsvError } from "./errors.js";
+
+interface Pending {
+  resolve: (out: Record<string, TensorLike>) => void;
+  reject: (err: Error) => void;
+}
+
+interface Slot {
+  worker: Worker;
+  busy: number;
+  pending: Map<number, Pending>;
+}
+
+/**
+ * onnxruntime sessions in worker threads. Each worker loads every graph the service needs; a call goes
+ * to the least busy worker. Input buffers are copied into the worker; output buffers are transferred back.
+ */
+export class OrtPool {
+  #slots: Slot[] = [];
+  #nextId = 1;
+  #closed = false;
+
+  private constructor() {}
+
+  static async create(opts: { modelDir: string; manifest: Manifest; graphs: readonly GraphName[]; workers: number; intraOpThreads: number }): Promise<OrtPool> {
+    const pool = new OrtPool();
+    const graphs: Record<string, string> = {};
+    for (const g of opts.graphs) graphs[g] = join(opts.modelDir, opts.manifest.graphs[g].file);
+    // Under tap's TypeScript loader this module is a .ts file, and so is its worker.
+    const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
+    const url = new URL(`./ort-worker${ext}`, import.meta.url);
+    await Promise.all(
+      Array.from({ length: Math.max(1, opts.workers) }, async () => {
+        const worker = new Worker(url, { workerData: { graphs, intraOpThreads: opts.intraOpThreads } });
+        const slot: Slot = { worker, busy: 0, pending: new Map() };
+        await new Promise<void>((resolve, reject) => {
+          const onFirst = (m: { ready?: boolean; error?: string }) => {
+            if (m.ready) resolve();
+            else reject(new Error(`onnxruntime worker failed to load: ${m.error}`));
+          };
+          worker.once("message", onFirst);
+          worker.once("error", reject);
+        });
+        worker.on("message", (m: { id?: number; result?: Record<string, TensorLike>; error?: string }) => {
+          if (m.id === undefined) return;
+          const p = slot.pending.get(m.id);
+          if (!p) return;
+          slot.pending.delete(m.id);
+          slot.busy--;
+          if (m.error !== undefined) p.reject(new GsvError("MODEL_ERROR", m.error));
+          else p.resolve(m.result!);
+        });
+        worker.on("error", (err) => {
+          for (const p of slot.pending.values()) p.reject(new GsvError("MODEL_ERROR", `worker died: ${err.message}`));
+          slot.pending.clear();
+        });
+        pool.#slots.push(slot);
+      }),
+    );
+    return pool;
+  }
+
+  run(graph: GraphName, feeds: Feeds): Promise<Record<string, TensorLike>> {
+    if (this.#closed) return Promise.reject(new GsvError("INTERNAL", "onnxruntime pool is closed"));
+    let slot = this.#slots[0];
+    for (const s of this.#slots) if (s.busy < slot.busy) slot = s;
+    const id = this.#nextId++;
+    slot.busy++;
+    return new Promise((resolve, reject) => {
+      slot.pending.set(id, { resolve, reject });
+      slot.worker.postMessage({ id, graph, feeds });
+    });
+  }
+
+  get size(): number {
+    return this.#slots.length;
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    await Promise.all(this.#slots.map((s) => s.worker.terminate()));
+    this.#slots = [];
+  }
+}

@@ -1,0 +1,220 @@
+/**
+ * The transport room of a stage: pulls work from the stage's JetStream work queue as credit allows,
+ * validates it, runs the handler, acks only after the handler published its output, reports every
+ * failure to the request's reply subject with a code, honours cancellation and deadlines, heartbeats
+ * long work so JetStream does not redeliver it, registers with the NATS services API, drains on SIGTERM.
+ */
+import type { JetStreamClient, JsMsg, NatsConnection, Subscription } from "nats";
+import type { z } from "zod";
+import { decodeAs, encode, peekRouting } from "./codec.js";
+import { GsvError, toGsvError } from "./errors.js";
+import { defaultQueueLimits, ensureAllQueues } from "./nats.js";
+import type { ReplyEvent, Timing } from "./schemas.js";
+import { PREFIX, ServiceNames, Subjects, WorkQueues, type Stage } from "./subjects.js";
+import { log } from "./log.js";
+
+export interface JobBase {
+  id: string;
+  reply: string;
+  deadline: number;
+  enqueuedAt: number;
+  timings: Timing[];
+}
+
+export interface StageContext {
+  readonly replica: string;
+  readonly nc: NatsConnection;
+  readonly js: JetStreamClient;
+  /** Throws CANCELLED or DEADLINE_EXCEEDED when the request should stop; call it between units of work. */
+  checkAlive(job: JobBase): void;
+  /** Publish to a downstream work queue; deduplicated by msgId within JetStream's window. */
+  forward(stage: Stage, msgId: string, job: unknown): Promise<void>;
+  /** Publish an event to the client. */
+  reply(job: JobBase, event: ReplyEvent): void;
+}
+
+export interface StageOptions<S extends z.ZodType> {
+  stage: Stage;
+  schema: S;
+  nc: NatsConnection;
+  replica: string;
+  concurrency: number;
+  ackWaitMs: number;
+  version?: string;
+  metadata?: Record<string, string>;
+  handle(job: z.infer<S>, ctx: StageContext, msg: JsMsg): Promise<void>;
+}
+
+export interface StageStats {
+  inflight: number;
+  processed: number;
+  failed: number;
+  redelivered: number;
+}
+
+export class StageRunner<S extends z.ZodType> {
+  readonly stats: StageStats = { inflight: 0, processed: 0, failed: 0, redelivered: 0 };
+  #opts: StageOptions<S>;
+  #js: JetStreamClient;
+  #cancelled = new Map<string, number>();
+  #cancelSub?: Subscription;
+  #stopping = false;
+  #loop?: Promise<void>;
+  #slotWaiters: (() => void)[] = [];
+  #idleWaiters: (() => void)[] = [];
+  #ctx: StageContext;
+
+  constructor(opts: StageOptions<S>) {
+    this.#opts = opts;
+    this.#js = opts.nc.jetstream();
+    const self = this;
+    this.#ctx = {
+      replica: opts.replica,
+      nc: opts.nc,
+      js: this.#js,
+      checkAlive(job) {
+        if (self.#cancelled.has(job.id)) throw new GsvError("CANCELLED");
+        if (Date.now() > job.deadline) throw new GsvError("DEADLINE_EXCEEDED", `request ${job.id} passed its deadline in ${opts.stage}`);
+      },
+      async forward(stage, msgId, job) {
+        try {
+          await self.#js.publish(WorkQueues[stage].subject, encode(job), { msgID: msgId });
+        } catch (err) {
+          const m = (err as Error).message ?? "";
+          if (/maximum messages|resource limits|full/i.test(m)) throw new GsvError("OVERLOADED", `the ${stage} queue is full`);
+          throw new GsvError("STAGE_UNAVAILABLE", `cannot queue work for ${stage}: ${m}`);
+        }
+      },
+      reply(job, event) {
+        opts.nc.publish(job.reply, encode(event));
+      },
+    };
+  }
+
+  get context(): StageContext {
+    return this.#ctx;
+  }
+
+  async start(): Promise<void> {
+    const { nc, stage } = this.#opts;
+    await ensureAllQueues(nc, { ...defaultQueueLimits, ackWaitMs: this.#opts.ackWaitMs });
+    this.#cancelSub = nc.subscribe(Subjects.cancelAll, {
+      callback: (_err, m) => {
+        const id = m.subject.slice(m.subject.lastIndexOf(".") + 1);
+        this.#cancelled.set(id, Date.now() + 10 * 60_000);
+      },
+    });
+    const svc = await nc.services.add({
+      name: ServiceNames[stage],
+      version: this.#opts.version ?? "0.1.0",
+      description: `gsv-pipeline ${ServiceNames[stage]} stage`,
+      metadata: { stage, replica: this.#opts.replica, ...this.#opts.metadata },
+    });
+    svc.addEndpoint("status", {
+      subject: `${PREFIX}.status.${ServiceNames[stage]}`,
+      handler: (_err, m) => m.respond(encode({ replica: this.#opts.replica, ...this.stats })),
+      metadata: { description: "replica counters" },
+    });
+    this.#loop = this.#run();
+  }
+
+  async #run(): Promise<void> {
+    const q = WorkQueues[this.#opts.stage];
+    const consumer = await this.#js.consumers.get(q.stream, q.consumer);
+    while (!this.#stopping) {
+      const free = this.#opts.concurrency - this.stats.inflight;
+      if (free <= 0) {
+        await new Promise<void>((r) => this.#slotWaiters.push(r));
+        continue;
+      }
+      try {
+        const batch = await consumer.fetch({ max_messages: free, expires: 1000 });
+        for await (const m of batch) {
+          if (this.#stopping) {
+            m.nak();
+            continue;
+          }
+          void this.#dispatch(m);
+        }
+      } catch (err) {
+        if (this.#stopping || this.#opts.nc.isClosed()) break;
+        log.warn(`${this.#opts.stage}: fetch failed, retrying`, { error: (err as Error).message });
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      const now = Date.now();
+      for (const [id, until] of this.#cancelled) if (until < now) this.#cancelled.delete(id);
+    }
+  }
+
+  async #dispatch(m: JsMsg): Promise<void> {
+    this.stats.inflight++;
+    if (m.redelivered) this.stats.redelivered++;
+    const heartbeat = setInterval(() => m.working(), Math.max(200, Math.floor(this.#opts.ackWaitMs / 3)));
+    let job: (JobBase & z.infer<S>) | undefined;
+    try {
+      job = decodeAs(this.#opts.schema, m.data) as JobBase & z.infer<S>;
+      this.#ctx.checkAlive(job);
+      await this.#opts.handle(job, this.#ctx, m);
+      m.ack();
+      this.stats.processed++;
+    } catch (err) {
+      const e = toGsvError(err);
+      this.stats.failed++;
+      const routing = job ?? peekRouting(m.data);
+      if (e.code !== "CANCELLED" && routing.reply && routing.id) {
+        const event: ReplyEvent = { type: "error", id: routing.id, code: e.code, message: e.message, stage: this.#opts.stage };
+        this.#opts.nc.publish(routing.reply, encode(event));
+      }
+      if (e.code === "INTERNAL" || e.code === "MODEL_ERROR") log.error(`${this.#opts.stage}: ${e.message}`, { id: routing.id });
+      m.term(); // a coded failure is final for this request: never redeliver it
+    } finally {
+      clearInterval(heartbeat);
+      this.stats.inflight--;
+      this.#slotWaiters.shift()?.();
+      if (this.stats.inflight === 0) for (const w of this.#idleWaiters.splice(0)) w();
+    }
+  }
+
+  /** Stop pulling, finish what is in flight, then return. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    for (const w of this.#slotWaiters.splice(0)) w();
+    if (this.stats.inflight > 0) await new Promise<void>((r) => this.#idleWaiters.push(r));
+    this.#cancelSub?.unsubscribe();
+    await this.#loop?.catch(() => undefined);
+  }
+}
+
+/** Measure queue wait and compute time of one unit of work. */
+export function timing(stage: string, replica: string, job: JobBase, started: number, batch: number, seg: number, win?: number): Timing {
+  return {
+    stage,
+    replica,
+    queueMs: Math.max(0, started - job.enqueuedAt),
+    computeMs: Date.now() - started,
+    batch,
+    seg,
+    ...(win === undefined ? {} : { win }),
+  };
+}
+
+/** Run a service until SIGTERM/SIGINT, then drain: stop pulling, finish in-flight work, close NATS. */
+export function runUntilSignalled(name: string, stop: () => Promise<void>): void {
+  let stopping = false;
+  const onSignal = (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info(`${name}: ${sig}, draining`);
+    const force = setTimeout(() => process.exit(1), 15_000);
+    force.unref();
+    stop().then(
+      () => process.exit(0),
+      (err) => {
+        log.error(`${name}: shutdown failed`, { error: (err as Error).message });
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => onSignal("SIGTERM"));
+  process.on("SIGINT", () => onSignal("SIGINT"));
+}

@@ -1,0 +1,47 @@
+/**
+ * Every NATS name the project uses: subjects, streams, consumers, buckets. Nothing else spells one.
+ * Subjects are versioned under one prefix so a v2 protocol can run beside v1 on the same cluster.
+ */
+export const PREFIX = "tts.v1";
+
+export const Stages = ["text", "gpt", "sovits", "vocoder"] as const;
+export type Stage = (typeof Stages)[number];
+
+/** One JetStream work-queue stream per stage, one durable pull consumer shared by the stage's replicas. */
+export const WorkQueues: Record<Stage, { stream: string; subject: string; consumer: string }> = {
+  text: { stream: "TTS_TEXT", subject: `${PREFIX}.work.text`, consumer: "text-frontend" },
+  gpt: { stream: "TTS_GPT", subject: `${PREFIX}.work.gpt`, consumer: "gpt-semantic" },
+  sovits: { stream: "TTS_SOVITS", subject: `${PREFIX}.work.sovits`, consumer: "sovits-decoder" },
+  vocoder: { stream: "TTS_VOCODER", subject: `${PREFIX}.work.vocoder`, consumer: "vocoder" },
+};
+
+export const Subjects = {
+  /** Request/reply (NATS services API endpoint of sovits-decoder): make sure a voice is prepared. */
+  voicePrepare: `${PREFIX}.voice.prepare`,
+  /** Publish an empty message here to cancel a request; every stage listens on the wildcard. */
+  cancel: (requestId: string) => `${PREFIX}.cancel.${requestId}`,
+  cancelAll: `${PREFIX}.cancel.*`,
+  /** Default reply subject of a request; clients may name any subject they subscribe to. */
+  reply: (requestId: string) => `${PREFIX}.reply.${requestId}`,
+} as const;
+
+export const Buckets = {
+  /** KV: prepared voices (prompt tokens, ge, reference mel), keyed by model set and audio hash. */
+  voices: "tts_voices",
+  /** Object store: reference audio by content hash. */
+  refAudio: "tts_ref_audio",
+} as const;
+
+/** The services-API name of each process. */
+export const ServiceNames: Record<Stage | "gateway", string> = {
+  text: "text-frontend",
+  gpt: "gpt-semantic",
+  sovits: "sovits-decoder",
+  vocoder: "vocoder",
+  gateway: "gateway",
+};
+
+/** Voice KV key: safe characters only (KV keys allow [-/_=.a-zA-Z0-9]). */
+export function voiceKey(modelSetSha: string, audioSha: string): string {
+  return `${modelSetSha.slice(0, 16)}.${audioSha}`;
+}

@@ -1,0 +1,105 @@
+/**
+ * gsv: the command line.
+ *   gsv up                         start nats-server (unless NATS_URL), the four stages and the gateway
+ *   gsv say "text" -o out.wav      speak a sentence to a WAV through the full pipeline
+ * Run `gsv help` for every option.
+ */
+import { writeFileSync } from "node:fs";
+import { basename, dirname, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { startStack, type Stack } from "./launch.js";
+
+const HELP = `gsv — GPT-SoVITS v3 inference over NATS
+
+Usage:
+  gsv up [--port 9880]
+      Start nats-server (or use NATS_URL), text-frontend, gpt-semantic, sovits-decoder, vocoder and the
+      HTTP gateway; print one ready line; Ctrl-C stops everything.
+  gsv say "TEXT" [-o out.wav] [--lang en] [--ref voice.wav --prompt-text "..."] [--seed N]
+          [--steps 32] [--speed 1] [--url http://host:port]
+      Speak TEXT to a WAV file. Without --url it starts a private pipeline, speaks, and stops it.
+      Without --ref the bundled default voice is used.
+`;
+
+async function up(argv: string[]): Promise<void> {
+  const { values } = parseArgs({ args: argv, options: { port: { type: "string" } } });
+  const port = Number(values.port ?? process.env.PORT ?? 9880);
+  const stack = await startStack({ natsUrl: process.env.NATS_URL, port, logs: "inherit" });
+  console.log(`gsv-pipeline ready: ${stack.gatewayUrl}/tts  (NATS ${stack.natsUrl}; Ctrl-C to stop)`);
+  let stopping = false;
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    console.log("stopping…");
+    stack.stop().then(() => process.exit(0), () => process.exit(1));
+  };
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+  for (const s of stack.services)
+    s.proc.once("exit", (code) => {
+      if (!stopping) console.error(`${s.name} exited (${code}); the pipeline is degraded until it is restarted`);
+    });
+}
+
+async function say(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      out: { type: "string", short: "o", default: "out.wav" },
+      lang: { type: "string", default: "en" },
+      ref: { type: "string" },
+      "prompt-text": { type: "string" },
+      "prompt-lang": { type: "string" },
+      seed: { type: "string" },
+      steps: { type: "string" },
+      speed: { type: "string" },
+      url: { type: "string" },
+    },
+  });
+  const text = positionals.join(" ");
+  if (!text.trim()) throw new Error('nothing to say: gsv say "Hello world." -o hello.wav');
+  let stack: Stack | undefined;
+  let url = values.url;
+  const body: Record<string, unknown> = { text, text_lang: values.lang, prompt_lang: values["prompt-lang"] ?? values.lang };
+  if (values["prompt-text"]) body.prompt_text = values["prompt-text"];
+  if (values.seed) body.seed = Number(values.seed);
+  if (values.steps) body.sample_steps = Number(values.steps);
+  if (values.speed) body.speed_factor = Number(values.speed);
+  try {
+    if (!url) {
+      const env: Record<string, string> = {};
+      if (values.ref) {
+        // A private pipeline may read the reference's own folder as its voices directory.
+        env.GSV_VOICES_DIR = dirname(resolve(values.ref));
+        body.ref_audio_path = basename(values.ref);
+      }
+      stack = await startStack({ natsUrl: process.env.NATS_URL, env });
+      url = stack.gatewayUrl;
+    } else if (values.ref) {
+      body.ref_audio_path = values.ref;
+    }
+    const res = await fetch(`${url}/tts`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    const data = new Uint8Array(await res.arrayBuffer());
+    if (!res.ok) throw new Error(`${res.status}: ${new TextDecoder().decode(data)}`);
+    writeFileSync(values.out!, data);
+    const seconds = (data.length - 44) / 2 / Number(res.headers.get("x-gsv-sample-rate") ?? 24000);
+    console.log(`wrote ${values.out} (${seconds.toFixed(2)} s of audio, tokens ${res.headers.get("x-gsv-tokens")})`);
+    console.log(`timing: ${res.headers.get("server-timing")}`);
+  } finally {
+    await stack?.stop();
+  }
+}
+
+const [cmd, ...rest] = process.argv.slice(2);
+try {
+  if (cmd === "up") await up(rest);
+  else if (cmd === "say") await say(rest);
+  else {
+    console.log(HELP);
+    if (cmd && cmd !== "help" && cmd !== "--help") process.exitCode = 2;
+  }
+} catch (err) {
+  console.error(`gsv: ${(err as Error).message}`);
+  process.exitCode = 1;
+}
