@@ -1,0 +1,13 @@
+# One image for every service; the command picks the service (see docker-compose.yml).
+FROM node:20-bookworm-slim
+WORKDIR /app
+COPY package.json package-lock.json .npmrc tsconfig.json ./
+COPY shared shared
+COPY services services
+COPY tools tools
+COPY infra infra
+COPY voices voices
+COPY bin bin
+RUN npm ci --no-audit --no-fund && npm prune --omit=dev
+ENV NODE_ENV=production GSV_LOG=info
+CMD ["node", "dist/services/gateway/main.js"]
