@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fromRoot } from "../shared/paths.js";
+import { defaultOutDir, generateModelSet, isModelSetIntact } from "./gen-models.js";
 
 export interface NatsServer {
   url: string;
@@ -132,6 +133,10 @@ export interface Stack {
 
 /** The whole pipeline: nats-server (unless natsUrl is given), the four stages and the gateway. */
 export async function startStack(opts: { natsUrl?: string; port?: number; env?: Record<string, string>; logs?: "inherit" | "ignore" } = {}): Promise<Stack> {
+  // The bundled default set is generated at install; regenerate it here if it went missing.
+  if (!process.env.GSV_MODEL_DIR && !opts.env?.GSV_MODEL_DIR && !isModelSetIntact(defaultOutDir("tiny"))) {
+    await generateModelSet({ out: defaultOutDir("tiny"), preset: "tiny" });
+  }
   const nats = opts.natsUrl ? undefined : await startNatsServer();
   const natsUrl = opts.natsUrl ?? nats!.url;
   const env = { NATS_URL: natsUrl, PORT: String(opts.port ?? 0), ...opts.env };
