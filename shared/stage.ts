@@ -31,6 +31,8 @@ export interface StageContext {
   forward(stage: Stage, msgId: string, job: unknown): Promise<void>;
   /** Publish an event to the client. */
   reply(job: JobBase, event: ReplyEvent): void;
+  /** Call `onStop` once if the request is cancelled or passes its deadline while this job runs; returns an unwatch function. */
+  watch(job: JobBase, onStop: (code: "CANCELLED" | "DEADLINE_EXCEEDED") => void): () => void;
 }
 
 export interface StageOptions<S extends z.ZodType> {
@@ -57,6 +59,7 @@ export class StageRunner<S extends z.ZodType> {
   #opts: StageOptions<S>;
   #js: JetStreamClient;
   #cancelled = new Map<string, number>();
+  #watchers = new Map<string, Set<() => void>>();
   #cancelSub?: Subscription;
   #stopping = false;
   #loop?: Promise<void>;
@@ -88,6 +91,27 @@ export class StageRunner<S extends z.ZodType> {
       reply(job, event) {
         opts.nc.publish(job.reply, encode(event));
       },
+      watch(job, onStop) {
+        let fired = false;
+        const fire = (code: "CANCELLED" | "DEADLINE_EXCEEDED") => {
+          if (fired) return;
+          fired = true;
+          unwatch();
+          onStop(code);
+        };
+        const onCancel = () => fire("CANCELLED");
+        const timer = setTimeout(() => fire("DEADLINE_EXCEEDED"), Math.max(0, job.deadline - Date.now()));
+        let set = self.#watchers.get(job.id);
+        if (!set) self.#watchers.set(job.id, (set = new Set()));
+        set.add(onCancel);
+        const unwatch = () => {
+          clearTimeout(timer);
+          set!.delete(onCancel);
+          if (set!.size === 0) self.#watchers.delete(job.id);
+        };
+        if (self.#cancelled.has(job.id)) queueMicrotask(onCancel);
+        return unwatch;
+      },
     };
   }
 
@@ -102,6 +126,7 @@ export class StageRunner<S extends z.ZodType> {
       callback: (_err, m) => {
         const id = m.subject.slice(m.subject.lastIndexOf(".") + 1);
         this.#cancelled.set(id, Date.now() + 10 * 60_000);
+        for (const w of [...(this.#watchers.get(id) ?? [])]) w();
       },
     });
     const svc = await nc.services.add({

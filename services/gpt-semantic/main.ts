@@ -1,54 +1,93 @@
-/** gpt-semantic stage: phones + voice prompt tokens → semantic tokens, one segment per job. */
+/** gpt-semantic stage: phones + voice prompt tokens → semantic tokens, decoded with continuous batching across requests. */
 import { loadConfig } from "../../shared/config.js";
+import { encode } from "../../shared/codec.js";
+import { GsvError } from "../../shared/errors.js";
 import { log } from "../../shared/log.js";
 import { loadManifest } from "../../shared/manifest.js";
 import { connectNats, voicesBucket } from "../../shared/nats.js";
-import { OrtPool } from "../../shared/ort-pool.js";
 import { GptJob, type SovitsJob } from "../../shared/schemas.js";
-import { StageRunner, runUntilSignalled, timing } from "../../shared/stage.js";
+import { StageRunner, runUntilSignalled } from "../../shared/stage.js";
+import { PREFIX } from "../../shared/subjects.js";
 import { VoiceStore } from "../../shared/voices.js";
-import { decodeSegment } from "./decoder.js";
+import { EngineClient } from "./engine-client.js";
 
 const cfg = loadConfig("gpt-semantic");
+const maxRows = Number(process.env.GSV_GPT_MAX_ROWS ?? 16);
 const manifest = loadManifest(cfg.modelDir);
-const pool = await OrtPool.create({ modelDir: cfg.modelDir, manifest, graphs: ["t2s_encoder", "t2s_prefill", "t2s_step"], workers: cfg.ortWorkers, intraOpThreads: cfg.ortThreads });
+const engine = await EngineClient.create({
+  modelDir: cfg.modelDir,
+  manifest,
+  workers: cfg.ortWorkers,
+  intraOpThreads: cfg.ortThreads,
+  engine: { maxRows, kvBudgetBytes: Number(process.env.GSV_GPT_KV_BUDGET_MB ?? 2048) * 1024 * 1024 },
+});
 const nc = await connectNats({ url: cfg.natsUrl, name: cfg.replica });
 const voices = new VoiceStore(await voicesBucket(nc));
+let serial = 0;
 
 const runner = new StageRunner({
   stage: "gpt",
   schema: GptJob,
   nc,
   replica: cfg.replica,
-  concurrency: cfg.concurrency,
+  // The pull credit is the engine's batch: every job fetched can join the running batch at once.
+  concurrency: maxRows * Math.max(1, cfg.ortWorkers),
   ackWaitMs: cfg.ackWaitMs,
-  metadata: { modelSet: manifest.name },
+  metadata: { modelSet: manifest.name, maxRows: String(maxRows) },
   async handle(job, ctx) {
-    const started = Date.now();
+    const received = Date.now();
     const voice = await voices.require(job.voiceKey);
-    const { tokens, stoppedBy } = await decodeSegment(pool, manifest, {
-      promptIds: job.promptIds,
-      textIds: job.textIds,
-      prompts: voice.prompts,
-      sampling: { topK: job.params.topK, topP: job.params.topP, temperature: job.params.temperature, repetitionPenalty: job.params.repetitionPenalty },
-      seed: (job.params.seed + job.seg * 0x9e3779b1) >>> 0,
-      checkAlive: () => ctx.checkAlive(job),
+    const key = `${job.id}:${job.seg}:${++serial}`;
+    let stopped: "CANCELLED" | "DEADLINE_EXCEEDED" | undefined;
+    const unwatch = ctx.watch(job, (code) => {
+      stopped = code;
+      engine.abort(key);
     });
-    log.debug("gpt segment done", { id: job.id, seg: job.seg, tokens: tokens.length, stoppedBy });
+    const r = await engine
+      .decode({
+        id: key,
+        promptIds: job.promptIds,
+        textIds: job.textIds,
+        prompts: voice.prompts,
+        sampling: { topK: job.params.topK, topP: job.params.topP, temperature: job.params.temperature, repetitionPenalty: job.params.repetitionPenalty },
+        seed: (job.params.seed + job.seg * 0x9e3779b1) >>> 0,
+      })
+      .finally(unwatch);
+    if (stopped) throw new GsvError(stopped);
+    if (r.error) throw new GsvError("MODEL_ERROR", r.error);
+    log.debug("gpt segment done", { id: job.id, seg: job.seg, tokens: r.tokens.length, stoppedBy: r.stoppedBy, meanBatch: r.meanBatch });
     const out: SovitsJob = {
       ...job,
       enqueuedAt: Date.now(),
-      timings: [...job.timings, timing("gpt", cfg.replica, job, started, 1, job.seg)],
-      tokens,
+      timings: [
+        ...job.timings,
+        {
+          stage: "gpt",
+          replica: cfg.replica,
+          queueMs: Math.max(0, received - job.enqueuedAt) + Math.round(r.queueMs),
+          computeMs: Math.round(r.computeMs),
+          batch: r.maxBatch,
+          seg: job.seg,
+        },
+      ],
+      tokens: r.tokens,
     };
     await ctx.forward("sovits", `${job.id}:sovits:${job.seg}`, out);
   },
 });
 
 await runner.start();
+const svc = await nc.services.add({ name: "gpt-engine", version: "0.1.0", description: "GPT engine counters", metadata: { replica: cfg.replica } });
+svc.addEndpoint("engine", {
+  subject: `${PREFIX}.engine.gpt-semantic`,
+  handler: (_e, m) => {
+    engine.stats().then((s) => m.respond(encode({ replica: cfg.replica, workers: s })), () => m.respond(encode({ replica: cfg.replica, workers: [] })));
+  },
+});
 process.stdout.write(JSON.stringify({ ready: "gpt-semantic", replica: cfg.replica }) + "\n");
 runUntilSignalled("gpt-semantic", async () => {
   await runner.stop();
+  await svc.stop();
   await nc.drain();
-  await pool.close();
+  await engine.close();
 });

@@ -1,0 +1,99 @@
+/** The service side of the GPT engine: one or more engine workers, requests routed to the least loaded. */
+import { Worker } from "node:worker_threads";
+import { join } from "node:path";
+import { GsvError } from "../../shared/errors.js";
+import type { Manifest } from "../../shared/manifest.js";
+import type { EngineOptions, GptRequest, GptResult } from "./engine.js";
+
+export interface EngineStats {
+  running: number;
+  waiting: number;
+  kvBytes: number;
+  steps: number;
+  tokens: number;
+  prefills: number;
+  lastStepMs: number;
+  batchHistogram: Record<string, number>;
+}
+
+interface Slot {
+  worker: Worker;
+  load: number;
+  pending: Map<string, (r: GptResult) => void>;
+  failures: Map<string, (e: Error) => void>;
+}
+
+export class EngineClient {
+  #slots: Slot[] = [];
+
+  static async create(o: { modelDir: string; manifest: Manifest; workers: number; intraOpThreads: number; engine: EngineOptions }): Promise<EngineClient> {
+    const c = new EngineClient();
+    const paths = {
+      t2s_encoder: join(o.modelDir, o.manifest.graphs.t2s_encoder.file),
+      t2s_prefill: join(o.modelDir, o.manifest.graphs.t2s_prefill.file),
+      t2s_step: join(o.modelDir, o.manifest.graphs.t2s_step.file),
+    };
+    const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
+    for (let i = 0; i < Math.max(1, o.workers); i++) {
+      const worker = new Worker(new URL(`./engine-worker${ext}`, import.meta.url), { workerData: { paths, manifest: o.manifest, intraOpThreads: o.intraOpThreads, engine: o.engine } });
+      const slot: Slot = { worker, load: 0, pending: new Map(), failures: new Map() };
+      await new Promise<void>((resolve, reject) => {
+        worker.once("message", (m: { ok: boolean; error?: string }) => (m.ok ? resolve() : reject(new Error(`GPT engine failed to start: ${m.error}`))));
+        worker.once("error", reject);
+      });
+      worker.on("message", (m: { type: string; result?: GptResult; error?: string }) => {
+        if (m.type === "done" && m.result) {
+          const r = m.result;
+          slot.load--;
+          slot.failures.delete(r.id);
+          const resolve = slot.pending.get(r.id);
+          slot.pending.delete(r.id);
+          resolve?.(r);
+        } else if (m.type === "fatal") {
+          for (const fail of slot.failures.values()) fail(new GsvError("MODEL_ERROR", `GPT engine: ${m.error}`));
+          slot.failures.clear();
+          slot.pending.clear();
+          slot.load = 0;
+        }
+      });
+      c.#slots.push(slot);
+    }
+    return c;
+  }
+
+  decode(req: GptRequest): Promise<GptResult> {
+    let slot = this.#slots[0];
+    for (const s of this.#slots) if (s.load < slot.load) slot = s;
+    slot.load++;
+    return new Promise((resolve, reject) => {
+      slot.pending.set(req.id, resolve);
+      slot.failures.set(req.id, reject);
+      slot.worker.postMessage({ type: "add", req });
+    });
+  }
+
+  abort(id: string): void {
+    for (const s of this.#slots) if (s.pending.has(id)) s.worker.postMessage({ type: "abort", id });
+  }
+
+  async stats(): Promise<EngineStats[]> {
+    return Promise.all(
+      this.#slots.map(
+        (s) =>
+          new Promise<EngineStats>((resolve) => {
+            const on = (m: { type: string; stats?: EngineStats }) => {
+              if (m.type !== "stats") return;
+              s.worker.off("message", on);
+              resolve(m.stats!);
+            };
+            s.worker.on("message", on);
+            s.worker.postMessage({ type: "stats" });
+          }),
+      ),
+    );
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.#slots.map((s) => s.worker.terminate()));
+  }
+}

@@ -1,0 +1,384 @@
+/**
+ * Continuous (iteration-level) batching of T2S decoding across requests.
+ *
+ * One engine owns the GPT sessions and the KV cache of every running sequence. Each call of `step()`
+ * is one iteration: admit waiting requests (encoder + prefill, one request each), sample the next token
+ * of every running row from its last logits (per-row parameters and random state, upstream's order),
+ * retire rows that stopped, then run ONE batched t2s_step over all rows that continue. Requests join and
+ * leave at any step.
+ *
+ * The cache is batch-major and compact: per layer one buffer [maxRows, heads, capacity, headDim]; the
+ * running rows occupy slots 0..n−1, so the step graph reads a prefix view of the buffer, never a copy.
+ * A retiring row's slot is refilled by moving the last row into it (one row copy). All rows share one
+ * capacity, grown by doubling when a row would overflow; a per-slot mask marks live positions.
+ * Rows are independent in the graph (see docs/models.md), so a request's tokens are the same whether it
+ * runs alone or in any batch.
+ */
+import * as ort from "onnxruntime-node";
+import type { Manifest } from "../../shared/manifest.js";
+import { Rng, sampleToken, type SamplingParams } from "../../shared/sampling.js";
+
+export const MAX_TOKENS = 1500;
+
+export interface GptRequest {
+  id: string;
+  promptIds: Int32Array;
+  textIds: Int32Array;
+  prompts: Int32Array;
+  sampling: SamplingParams;
+  seed: number;
+}
+
+export interface GptResult {
+  id: string;
+  tokens: Int32Array;
+  stoppedBy: "eos" | "length-policy" | "max-tokens" | "aborted";
+  /** ms from add() to admission, and from admission to the end. */
+  queueMs: number;
+  computeMs: number;
+  /** Largest and mean batch size of the decode steps this request took part in. */
+  maxBatch: number;
+  meanBatch: number;
+  error?: string;
+}
+
+interface Row {
+  req: GptRequest;
+  slot: number;
+  /** Cache positions in use (prefix + generated tokens fed back). */
+  len: number;
+  t25: number;
+  history: number[];
+  generated: number[];
+  rng: Rng;
+  limit: number;
+  byPolicy: boolean;
+  logits: Float32Array;
+  addedAt: number;
+  admittedAt: number;
+  batchSum: number;
+  batchSteps: number;
+  maxBatch: number;
+}
+
+export type GptSessions = Record<"t2s_encoder" | "t2s_prefill" | "t2s_step", ort.InferenceSession>;
+
+export function tokenLimit(manifest: Manifest, textPhones: number): { limit: number; byPolicy: boolean } {
+  const p = manifest.lengthPolicy;
+  if (!p) return { limit: MAX_TOKENS, byPolicy: false };
+  return { limit: Math.min(MAX_TOKENS, Math.max(p.minTokens, Math.ceil(p.tokensPerPhone * textPhones))), byPolicy: true };
+}
+
+export interface EngineOptions {
+  /** Rows decoded together at most. */
+  maxRows: number;
+  /** New requests prefilled per iteration at most (prefill is one request at a time; this bounds the stall it causes). */
+  admitPerStep?: number;
+  /** KV cache bytes the engine may hold; admission waits beyond it. */
+  kvBudgetBytes?: number;
+  initialCapacity?: number;
+  now?: () => number;
+}
+
+export class GptEngine {
+  readonly #s: GptSessions;
+  readonly #m: Manifest;
+  readonly #o: Required<EngineOptions>;
+  readonly #waiting: GptRequest[] = [];
+  readonly #addedAt = new Map<string, number>();
+  readonly #aborted = new Set<string>();
+  #rows: Row[] = [];
+  #capacity: number;
+  #k: Float32Array[] = [];
+  #v: Float32Array[] = [];
+  #mask: Float32Array;
+  /** Counters for metrics. */
+  readonly stats = { steps: 0, tokens: 0, prefills: 0, batchHistogram: new Map<number, number>(), lastStepMs: 0 };
+
+  constructor(sessions: GptSessions, manifest: Manifest, opts: EngineOptions) {
+    this.#s = sessions;
+    this.#m = manifest;
+    this.#o = {
+      admitPerStep: 2,
+      kvBudgetBytes: Number.POSITIVE_INFINITY,
+      initialCapacity: 512,
+      now: () => performance.now(),
+      ...opts,
+    };
+    this.#capacity = this.#o.initialCapacity;
+    this.#mask = new Float32Array(0);
+    this.#alloc(this.#capacity);
+  }
+
+  get running(): number {
+    return this.#rows.length;
+  }
+
+  get waiting(): number {
+    return this.#waiting.length;
+  }
+
+  get idle(): boolean {
+    return this.#rows.length === 0 && this.#waiting.length === 0;
+  }
+
+  get kvBytes(): number {
+    const d = this.#m.dims.t2s;
+    return 2 * d.layers * this.#o.maxRows * d.heads * this.#capacity * d.headDim * 4;
+  }
+
+  add(req: GptRequest): void {
+    this.#addedAt.set(req.id, this.#o.now());
+    this.#waiting.push(req);
+  }
+
+  abort(id: string): void {
+    this.#aborted.add(id);
+  }
+
+  #alloc(capacity: number): void {
+    const d = this.#m.dims.t2s;
+    const size = this.#o.maxRows * d.heads * capacity * d.headDim;
+    const old = { k: this.#k, v: this.#v, mask: this.#mask, cap: this.#capacity };
+    this.#k = Array.from({ length: d.layers }, () => new Float32Array(size));
+    this.#v = Array.from({ length: d.layers }, () => new Float32Array(size));
+    const mask = new Float32Array(this.#o.maxRows * capacity);
+    if (old.k.length) {
+      const rowsInUse = this.#rows.length;
+      for (let l = 0; l < d.layers; l++)
+        for (let s = 0; s < rowsInUse; s++)
+          for (let h = 0; h < d.heads; h++) {
+            const src = ((s * d.heads + h) * old.cap) * d.headDim;
+            const dst = ((s * d.heads + h) * capacity) * d.headDim;
+            this.#k[l].set(old.k[l].subarray(src, src + old.cap * d.headDim), dst);
+            this.#v[l].set(old.v[l].subarray(src, src + old.cap * d.headDim), dst);
+          }
+      for (let s = 0; s < rowsInUse; s++) mask.set(old.mask.subarray(s * old.cap, (s + 1) * old.cap), s * capacity);
+    }
+    this.#mask = mask;
+    this.#capacity = capacity;
+  }
+
+  /** Write `n` positions, given per layer as [heads, n, headDim], into a slot at position `at`. */
+  #write(slot: number, at: number, ks: Float32Array[], vs: Float32Array[], n: number): void {
+    const d = this.#m.dims.t2s;
+    const cap = this.#capacity;
+    for (let l = 0; l < d.layers; l++)
+      for (let h = 0; h < d.heads; h++) {
+        const src = h * n * d.headDim;
+        const dst = ((slot * d.heads + h) * cap + at) * d.headDim;
+        this.#k[l].set(ks[l].subarray(src, src + n * d.headDim), dst);
+        this.#v[l].set(vs[l].subarray(src, src + n * d.headDim), dst);
+      }
+    this.#mask.fill(1, slot * cap + at, slot * cap + at + n);
+  }
+
+  /** Move the row in slot `from` into slot `to` (compaction after a row leaves). */
+  #move(from: number, to: number): void {
+    const d = this.#m.dims.t2s;
+    const per = d.heads * this.#capacity * d.headDim;
+    for (let l = 0; l < d.layers; l++) {
+      this.#k[l].copyWithin(to * per, from * per, (from + 1) * per);
+      this.#v[l].copyWithin(to * per, from * per, (from + 1) * per);
+    }
+    this.#mask.copyWithin(to * this.#capacity, from * this.#capacity, (from + 1) * this.#capacity);
+  }
+
+  #ensureCapacity(positions: number): void {
+    if (positions <= this.#capacity) return;
+    let cap = this.#capacity;
+    while (cap < positions) cap *= 2;
+    this.#alloc(cap);
+  }
+
+  #bytesFor(positions: number): number {
+    const d = this.#m.dims.t2s;
+    let cap = this.#capacity;
+    while (cap < positions) cap *= 2;
+    return 2 * d.layers * this.#o.maxRows * d.heads * cap * d.headDim * 4;
+  }
+
+  async #admit(req: GptRequest): Promise<Row> {
+    const d = this.#m.dims.t2s;
+    const nr = req.promptIds.length;
+    const nt = req.textIds.length;
+    const i64 = (a: Int32Array) => BigInt64Array.from(a, (x) => BigInt(x));
+    const enc = await this.#s.t2s_encoder.run({
+      ref_seq: new ort.Tensor("int64", i64(req.promptIds), [1, nr]),
+      text_seq: new ort.Tensor("int64", i64(req.textIds), [1, nt]),
+      ref_bert: new ort.Tensor("float32", new Float32Array(nr * d.bertDim), [nr, d.bertDim]),
+      text_bert: new ort.Tensor("float32", new Float32Array(nt * d.bertDim), [nt, d.bertDim]),
+    });
+    const n = nr + nt;
+    const t25 = req.prompts.length;
+    const pre = await this.#s.t2s_prefill.run({
+      x: enc.x,
+      prompts: new ort.Tensor("int64", i64(req.prompts), [1, t25]),
+    });
+    this.stats.prefills++;
+    const { limit, byPolicy } = tokenLimit(this.#m, nt);
+    this.#ensureCapacity(n + t25 + 1);
+    const slot = this.#rows.length;
+    this.#mask.fill(0, slot * this.#capacity, (slot + 1) * this.#capacity);
+    const ks: Float32Array[] = [];
+    const vs: Float32Array[] = [];
+    for (let l = 0; l < d.layers; l++) {
+      ks.push(pre[`k_${l}`].data as Float32Array);
+      vs.push(pre[`v_${l}`].data as Float32Array);
+    }
+    this.#write(slot, 0, ks, vs, n + t25);
+    const now = this.#o.now();
+    return {
+      req,
+      slot,
+      len: n + t25,
+      t25,
+      history: Array.from(req.prompts),
+      generated: [],
+      rng: new Rng(req.seed),
+      limit,
+      byPolicy,
+      logits: Float32Array.from(pre.logits.data as Float32Array),
+      addedAt: this.#addedAt.get(req.id) ?? now,
+      admittedAt: now,
+      batchSum: 0,
+      batchSteps: 0,
+      maxBatch: 0,
+    };
+  }
+
+  #finish(row: Row, stoppedBy: GptResult["stoppedBy"], error?: string): GptResult {
+    this.#addedAt.delete(row.req.id);
+    this.#aborted.delete(row.req.id);
+    return {
+      id: row.req.id,
+      tokens: Int32Array.from(row.generated),
+      stoppedBy,
+      queueMs: row.admittedAt - row.addedAt,
+      computeMs: this.#o.now() - row.admittedAt,
+      maxBatch: row.maxBatch,
+      meanBatch: row.batchSteps ? row.batchSum / row.batchSteps : 1,
+      ...(error ? { error } : {}),
+    };
+  }
+
+  /** One iteration. Returns the requests that finished in it. */
+  async step(): Promise<GptResult[]> {
+    const done: GptResult[] = [];
+    const d = this.#m.dims.t2s;
+
+    // Aborted requests still waiting never start.
+    for (let i = this.#waiting.length - 1; i >= 0; i--) {
+      const id = this.#waiting[i].id;
+      if (this.#aborted.has(id)) {
+        this.#waiting.splice(i, 1);
+        this.#aborted.delete(id);
+        this.#addedAt.delete(id);
+        done.push({ id, tokens: new Int32Array(), stoppedBy: "aborted", queueMs: 0, computeMs: 0, maxBatch: 0, meanBatch: 0 });
+      }
+    }
+
+    // 1. Admission: free rows, the KV budget, and a bound on prefills per iteration.
+    for (let admitted = 0; admitted < this.#o.admitPerStep && this.#waiting.length && this.#rows.length < this.#o.maxRows; admitted++) {
+      const next = this.#waiting[0];
+      const need = next.promptIds.length + next.textIds.length + next.prompts.length + 1;
+      if (this.#rows.length > 0 && this.#bytesFor(need) > this.#o.kvBudgetBytes) break;
+      this.#waiting.shift();
+      try {
+        this.#rows.push(await this.#admit(next));
+      } catch (err) {
+        this.#addedAt.delete(next.id);
+        done.push({ id: next.id, tokens: new Int32Array(), stoppedBy: "aborted", queueMs: 0, computeMs: 0, maxBatch: 0, meanBatch: 0, error: (err as Error).message });
+      }
+    }
+
+    // 2. Sample every row's next token; retire rows that stop.
+    const tokens: number[] = [];
+    for (let i = 0; i < this.#rows.length; ) {
+      const row = this.#rows[i];
+      let stop: GptResult["stoppedBy"] | undefined;
+      let token = -1;
+      if (this.#aborted.has(row.req.id)) stop = "aborted";
+      else if (row.generated.length >= row.limit) stop = row.byPolicy ? "length-policy" : "max-tokens";
+      else {
+        const s = sampleToken(row.logits, row.history, row.generated.length, row.req.sampling, row.rng, d.eos);
+        if (s.token === d.eos || s.argmax === d.eos) stop = "eos";
+        else token = s.token;
+      }
+      if (stop) {
+        done.push(this.#finish(row, stop));
+        const last = this.#rows.length - 1;
+        if (i !== last) {
+          this.#move(last, i);
+          this.#rows[i] = this.#rows[last];
+          this.#rows[i].slot = i;
+          tokens[i] = tokens[last] ?? -1;
+        }
+        this.#rows.pop();
+        // the moved row (if any) has not been sampled yet: do not advance i
+        if (i !== last) continue;
+        break;
+      }
+      row.generated.push(token);
+      row.history.push(token);
+      tokens[i] = token;
+      i++;
+    }
+    if (this.#rows.length === 0) {
+      if (this.#waiting.length === 0) this.#shrink();
+      return done;
+    }
+
+    // 3. One batched decode step over every running row.
+    const b = this.#rows.length;
+    this.#ensureCapacity(Math.max(...this.#rows.map((r) => r.len + 1)));
+    const cap = this.#capacity;
+    const tok = new BigInt64Array(b);
+    const pos = new BigInt64Array(b);
+    for (let i = 0; i < b; i++) {
+      tok[i] = BigInt(tokens[i]);
+      pos[i] = BigInt(this.#rows[i].t25 + this.#rows[i].generated.length - 1);
+    }
+    const per = d.heads * cap * d.headDim;
+    const feeds: Record<string, ort.Tensor> = {
+      token: new ort.Tensor("int64", tok, [b, 1]),
+      pos: new ort.Tensor("int64", pos, [b]),
+      past_mask: new ort.Tensor("float32", this.#mask.subarray(0, b * cap), [b, cap]),
+    };
+    for (let l = 0; l < d.layers; l++) {
+      feeds[`past_k_${l}`] = new ort.Tensor("float32", this.#k[l].subarray(0, b * per), [b, d.heads, cap, d.headDim]);
+      feeds[`past_v_${l}`] = new ort.Tensor("float32", this.#v[l].subarray(0, b * per), [b, d.heads, cap, d.headDim]);
+    }
+    const t0 = this.#o.now();
+    const out = await this.#s.t2s_step.run(feeds);
+    this.stats.lastStepMs = this.#o.now() - t0;
+    this.stats.steps++;
+    this.stats.tokens += b;
+    this.stats.batchHistogram.set(b, (this.stats.batchHistogram.get(b) ?? 0) + 1);
+    const logits = out.logits.data as Float32Array;
+    const vocab = d.vocab;
+    const kNew = Array.from({ length: d.layers }, (_, l) => out[`k_${l}`].data as Float32Array);
+    const vNew = Array.from({ length: d.layers }, (_, l) => out[`v_${l}`].data as Float32Array);
+    const rowSize = d.heads * d.headDim;
+    for (let i = 0; i < b; i++) {
+      const row = this.#rows[i];
+      row.logits = logits.slice(i * vocab, (i + 1) * vocab);
+      this.#write(i, row.len, kNew.map((k) => k.subarray(i * rowSize, (i + 1) * rowSize)), vNew.map((v) => v.subarray(i * rowSize, (i + 1) * rowSize)), 1);
+      row.len++;
+      row.batchSum += b;
+      row.batchSteps++;
+      row.maxBatch = Math.max(row.maxBatch, b);
+    }
+    return done;
+  }
+
+  /** When idle, give back memory grown for long sequences. */
+  #shrink(): void {
+    if (this.#capacity > this.#o.initialCapacity) {
+      this.#k = [];
+      this.#v = [];
+      this.#capacity = this.#o.initialCapacity;
+      this.#alloc(this.#capacity);
+    }
+  }
+}
