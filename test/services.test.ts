@@ -200,3 +200,90 @@ t.test("vocoder - a mel window becomes 256 samples per frame on the reply subjec
   }
   t.equal(typeof decode(encode({ a: 1 })), "object");
 });
+
+t.test("sovits-decoder - Euler steps of concurrent jobs run batched and equal each job run alone", async (t) => {
+  const env = await withNats();
+  await ensureAllQueues(env.nc);
+  const [svc] = await startServices(env.server.url, ["sovits-decoder"]);
+  t.teardown(async () => {
+    await svc.stop();
+    await env.stop();
+  });
+  const wav = readFileSync(fromRoot("voices", "default.wav"));
+  const sha = createHash("sha256").update(wav).digest("hex");
+  await (await refAudioStore(env.nc)).putBlob({ name: sha }, wav);
+  const prep = decodeAs(VoicePrepareReply, (await env.nc.request(Subjects.voicePrepare, encode({ audioSha: sha, deadline: Date.now() + 30_000 }), { timeout: 30_000 })).data);
+  if (!prep.ok) throw new Error(prep.message);
+  // Different lengths: one and two windows, so rows of different T share DiT batches (padding + x_lens).
+  const lengths = [40, 150, 90];
+  const job = (id: string, k: number, i: number): SovitsJob => ({
+    ...envelope(id), seg: 0, segCount: 1, voiceKey: prep.voiceKey, promptIds: Int32Array.from([5, 6, 7, 3]),
+    textIds: Int32Array.from({ length: 8 + i }, (_, j) => 10 + j), params: { ...params, seed: 50 + i, sampleSteps: 6 },
+    tokens: Int32Array.from({ length: k }, (_, j) => (j * 13 + i) % 1024),
+  });
+  const windowsOf = (k: number) => Math.ceil(Math.floor(3.75 * k) / (manifest.dims.cfm.maxFrames - Math.min(manifest.dims.cfm.maxPromptFrames, 500)));
+  const alone = new Map<string, VocoderJob>();
+  for (let i = 0; i < lengths.length; i++) {
+    await env.nc.jetstream().publish(WorkQueues.sovits.subject, encode(job(`alone${i}`, lengths[i], i)));
+    for (const d of await take(env.nc, "vocoder", windowsOf(lengths[i]))) {
+      const w = decodeAs(VocoderJob, d);
+      alone.set(`${i}:${w.win}`, w);
+    }
+  }
+  await Promise.all(lengths.map((k, i) => env.nc.jetstream().publish(WorkQueues.sovits.subject, encode(job(`batch${i}`, k, i)))));
+  const total = lengths.reduce((n, k) => n + windowsOf(k), 0);
+  const batched = (await take(env.nc, "vocoder", total)).map((d) => decodeAs(VocoderJob, d));
+  t.equal(batched.length, alone.size);
+  let maxBatch = 0;
+  for (const w of batched) {
+    const i = Number(w.id.slice(5));
+    const a = alone.get(`${i}:${w.win}`)!;
+    t.equal(w.frames, a.frames, `job ${i} window ${w.win}: same length`);
+    let diff = 0;
+    for (let k = 0; k < a.mel.length; k++) diff = Math.max(diff, Math.abs(a.mel[k] - w.mel[k]));
+    t.ok(diff < 1e-4, `job ${i} window ${w.win}: batched mel equals alone (max diff ${diff.toExponential(2)})`);
+    maxBatch = Math.max(maxBatch, w.timings.at(-1)!.batch);
+  }
+  t.ok(maxBatch > 1, `DiT steps were batched across jobs (max batch ${maxBatch})`);
+});
+
+t.test("vocoder - windows of equal length arriving together are vocoded as one batch, equal to alone", async (t) => {
+  const env = await withNats();
+  await ensureAllQueues(env.nc);
+  const [svc] = await startServices(env.server.url, ["vocoder"]);
+  t.teardown(async () => {
+    await svc.stop();
+    await env.stop();
+  });
+  const frames = 200;
+  const mel = (i: number) => Float32Array.from({ length: 100 * frames }, (_, k) => -6 + 3 * Math.sin(k / (13 + i)));
+  const job = (id: string, i: number) => ({ ...envelope(id), seg: 0, segCount: 1, win: 0, last: true, mel: mel(i), frames, overlap: 0, tail: 0, tokens: 10, fragmentInterval: 0 });
+  const collect = async (ids: string[], publish: () => Promise<void>) => {
+    const got = new Map<string, Extract<ReplyEvent, { type: "audio" }>>();
+    const subs = ids.map((id) => env.nc.subscribe(Subjects.reply(id), { max: 1, timeout: 30_000 }));
+    await publish();
+    await Promise.all(subs.map(async (sub, k) => {
+      for await (const m of sub) {
+        const ev = decodeAs(ReplyEvent, m.data);
+        if (ev.type === "audio") got.set(ids[k], ev);
+      }
+    }));
+    return got;
+  };
+  const alone = new Map<number, Float32Array>();
+  for (let i = 0; i < 4; i++) {
+    const r = await collect([`va${i}`], async () => void (await env.nc.jetstream().publish(WorkQueues.vocoder.subject, encode(job(`va${i}`, i)))));
+    alone.set(i, r.get(`va${i}`)!.pcm);
+  }
+  const ids = [0, 1, 2, 3].map((i) => `vb${i}`);
+  const batched = await collect(ids, async () => void (await Promise.all(ids.map((id, i) => env.nc.jetstream().publish(WorkQueues.vocoder.subject, encode(job(id, i)))))));
+  let maxBatch = 0;
+  for (let i = 0; i < 4; i++) {
+    const b = batched.get(`vb${i}`)!;
+    let diff = 0;
+    for (let k = 0; k < b.pcm.length; k++) diff = Math.max(diff, Math.abs(b.pcm[k] - alone.get(i)![k]));
+    t.ok(diff < 1e-5, `window ${i}: batched audio equals alone (max diff ${diff.toExponential(2)})`);
+    maxBatch = Math.max(maxBatch, b.timings.at(-1)!.batch);
+  }
+  t.ok(maxBatch > 1, `windows were vocoded together (max batch ${maxBatch})`);
+});

@@ -69,9 +69,52 @@ export function planWindows(manifest: Manifest, refMelFrames: number, tRef: numb
   return { prefix, chunk, windows: Math.max(1, Math.ceil(tTodo / chunk)) };
 }
 
+/** One DiT evaluation of one window: inputs band/channel-major [C, T]; returns the velocity [T, bands]. */
+export interface DitInput {
+  x: Float32Array;
+  cond: Float32Array;
+  text: Float32Array;
+  t: number;
+  time: number;
+  dt: number;
+}
+export type DitFn = (input: DitInput) => Promise<Float32Array>;
+
+/**
+ * A batch of DiT evaluations as one call: rows padded to the longest window with x_lens marking each
+ * row's frames (the graph keeps rows independent and ignores padding), velocities cut back per row.
+ */
+export async function ditBatch(pool: OrtPool, manifest: Manifest, items: DitInput[]): Promise<Float32Array[]> {
+  const bands = manifest.dims.mel.bands;
+  const F = manifest.dims.fea.dim;
+  const b = items.length;
+  const T = Math.max(...items.map((it) => it.t));
+  const pad = (a: Float32Array, channels: number, t: number, out: Float32Array, row: number) => {
+    for (let c = 0; c < channels; c++) out.set(a.subarray(c * t, (c + 1) * t), (row * channels + c) * T);
+  };
+  const x = new Float32Array(b * bands * T);
+  const cond = new Float32Array(b * bands * T);
+  const text = new Float32Array(b * F * T);
+  items.forEach((it, r) => {
+    pad(it.x, bands, it.t, x, r);
+    pad(it.cond, bands, it.t, cond, r);
+    pad(it.text, F, it.t, text, r);
+  });
+  const out = await pool.run("cfm_dit", {
+    x: f32(x, [b, bands, T]),
+    cond: f32(cond, [b, bands, T]),
+    x_lens: i64(items.map((it) => it.t), [b]),
+    time: f32(Float32Array.from(items, (it) => it.time), [b]),
+    dt_base_bootstrap: f32(Float32Array.from(items, (it) => it.dt), [b]),
+    text: f32(text, [b, F, T]),
+  });
+  const v = asFloat32(out.output, "output"); // [B, T, bands]
+  return items.map((it, r) => v.slice(r * T * bands, (r * T + it.t) * bands));
+}
+
 /** Euler integration of one window. Returns the generated mel [bands, T − P] (normalised). */
 export async function cfmWindow(
-  pool: OrtPool,
+  dit: DitFn,
   manifest: Manifest,
   w: { fea: Float32Array; promptMel: Float32Array; p: number; t: number; steps: number; rng: Rng; checkAlive?: () => void },
 ): Promise<Float32Array> {
@@ -87,15 +130,7 @@ export async function cfmWindow(
   const d = 1 / steps;
   for (let s = 0; s < steps; s++) {
     w.checkAlive?.();
-    const out = await pool.run("cfm_dit", {
-      x: f32(x, [1, bands, t]),
-      cond: f32(cond, [1, bands, t]),
-      x_lens: i64([t], [1]),
-      time: f32(new Float32Array([s * d]), [1]),
-      dt_base_bootstrap: f32(new Float32Array([d]), [1]),
-      text: f32(w.fea, [1, manifest.dims.fea.dim, t]),
-    });
-    const v = asFloat32(out.output, "output"); // [1, T, bands]
+    const v = await dit({ x, cond, text: w.fea, t, time: s * d, dt: d }); // [T, bands]
     for (let f = p; f < t; f++) for (let c = 0; c < bands; c++) x[c * t + f] += d * v[f * bands + c];
   }
   return sliceFrames(x, bands, t, p, t);

@@ -13,7 +13,8 @@ import { SovitsJob, VoicePrepareRequest, type VocoderJob } from "../../shared/sc
 import { StageRunner, runUntilSignalled, timing } from "../../shared/stage.js";
 import { Subjects, voiceKey } from "../../shared/subjects.js";
 import { VoiceStore } from "../../shared/voices.js";
-import { cfmWindow, concatFrames, encodeSegment, planWindows, sliceFrames } from "./cfm.js";
+import { MicroBatcher } from "../../shared/batcher.js";
+import { cfmWindow, concatFrames, ditBatch, encodeSegment, planWindows, sliceFrames, type DitInput } from "./cfm.js";
 import { prepareVoice } from "./voice-prep.js";
 
 /** Mel frames each vocoder window repeats from the previous one, so the client can cross-fade the seam. */
@@ -28,6 +29,15 @@ const pool = await OrtPool.create({
   graphs: ["cnhubert", "vq_extract", "ge_encoder", "sovits_encp", "cfm_dit"],
   workers: cfg.ortWorkers,
   intraOpThreads: cfg.ortThreads,
+});
+// Euler steps of all windows in flight (any request) run as one DiT batch: "pad" pads rows to the
+// longest window (x_lens masks), "bucket" batches only windows of equal length.
+const cfmMode = process.env.GSV_CFM_BATCH === "bucket" ? "bucket" : "pad";
+const cfmMaxBatch = Number(process.env.GSV_CFM_MAX_BATCH ?? 8);
+const dit = new MicroBatcher<DitInput, { v: Float32Array; batch: number }>(async (items) => (await ditBatch(pool, manifest, items)).map((v) => ({ v, batch: items.length })), {
+  maxBatch: cfmMaxBatch,
+  concurrency: cfg.ortWorkers,
+  key: cfmMode === "bucket" ? (it) => it.t : undefined,
 });
 const nc = await connectNats({ url: cfg.natsUrl, name: cfg.replica });
 const voices = new VoiceStore(await voicesBucket(nc));
@@ -58,9 +68,10 @@ const runner = new StageRunner({
   schema: SovitsJob,
   nc,
   replica: cfg.replica,
-  concurrency: cfg.concurrency,
+  // Each job decodes its windows one after another; jobs in flight are what the DiT batches over.
+  concurrency: Math.max(cfg.concurrency, cfmMaxBatch * cfg.ortWorkers),
   ackWaitMs: cfg.ackWaitMs,
-  metadata: { modelSet: manifest.name },
+  metadata: { modelSet: manifest.name, cfmBatch: cfmMode },
   async handle(job, ctx) {
     const started = Date.now();
     const voice = await voices.require(job.voiceKey);
@@ -90,7 +101,13 @@ const runner = new StageRunner({
       const n = to - from;
       const chunk = sliceFrames(enc.feaTodo, F, enc.tTodo, from, to);
       const fea = concatFrames(feaPrefix, p, chunk, n, F);
-      const mel = await cfmWindow(pool, manifest, { fea, promptMel, p, t: p + n, steps: job.params.sampleSteps, rng, checkAlive: () => ctx.checkAlive(job) });
+      let winBatch = 1;
+      const ditFn = async (input: DitInput) => {
+        const r = await dit.submit(input);
+        winBatch = Math.max(winBatch, r.batch);
+        return r.v;
+      };
+      const mel = await cfmWindow(ditFn, manifest, { fea, promptMel, p, t: p + n, steps: job.params.sampleSteps, rng, checkAlive: () => ctx.checkAlive(job) });
       // Next prefix: the tail of what was just generated (autoregressive continuation, as upstream's serial path).
       const keep = Math.min(p, n);
       promptMel = sliceFrames(mel, bands, n, n - keep, n);
@@ -108,7 +125,7 @@ const runner = new StageRunner({
         reply: job.reply,
         deadline: job.deadline,
         enqueuedAt: Date.now(),
-        timings: [...job.timings, timing("sovits", cfg.replica, job, win === 0 ? started : winStarted, 1, job.seg, win)],
+        timings: [...job.timings, timing("sovits", cfg.replica, job, win === 0 ? started : winStarted, winBatch, job.seg, win)],
         seg: job.seg,
         segCount: job.segCount,
         win,
