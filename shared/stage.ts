@@ -45,6 +45,8 @@ export interface StageOptions<S extends z.ZodType> {
   version?: string;
   metadata?: Record<string, string>;
   handle(job: z.infer<S>, ctx: StageContext, msg: JsMsg): Promise<void>;
+  /** Extra figures for the status endpoint (batch histograms, step times, engine state). */
+  extraStatus?: () => Promise<Record<string, unknown>> | Record<string, unknown>;
 }
 
 export interface StageStats {
@@ -61,6 +63,7 @@ export class StageRunner<S extends z.ZodType> {
   #cancelled = new Map<string, number>();
   #watchers = new Map<string, Set<() => void>>();
   #cancelSub?: Subscription;
+  #statusSub?: Subscription;
   #stopping = false;
   #loop?: Promise<void>;
   #slotWaiters: (() => void)[] = [];
@@ -135,12 +138,34 @@ export class StageRunner<S extends z.ZodType> {
       description: `gsv-pipeline ${ServiceNames[stage]} stage`,
       metadata: { stage, replica: this.#opts.replica, ...this.#opts.metadata },
     });
-    svc.addEndpoint("status", {
-      subject: `${PREFIX}.status.${ServiceNames[stage]}`,
+    svc.addEndpoint("stats", {
+      subject: `${PREFIX}.stats.${ServiceNames[stage]}`,
       handler: (_err, m) => m.respond(encode({ replica: this.#opts.replica, ...this.stats })),
-      metadata: { description: "replica counters" },
+      metadata: { description: "replica counters (one replica answers)" },
+    });
+    // Status is a plain subscription, not a services-API endpoint: every replica answers, not one of a queue group.
+    this.#statusSub = nc.subscribe(`${PREFIX}.status.${ServiceNames[stage]}`, {
+      callback: (_err, m) => {
+        this.status().then(
+          (s) => m.respond(encode(s)),
+          (err) => m.respond(encode({ replica: this.#opts.replica, error: (err as Error).message })),
+        );
+      },
     });
     this.#loop = this.#run();
+  }
+
+  /** What the status endpoint answers: this replica's counters, the stage queue's depth, and stage-specific figures. */
+  async status(): Promise<Record<string, unknown>> {
+    const q = WorkQueues[this.#opts.stage];
+    let queue: { pending: number; ackPending: number; redelivered: number } | undefined;
+    try {
+      const info = await (await this.#opts.nc.jetstreamManager()).consumers.info(q.stream, q.consumer);
+      queue = { pending: info.num_pending, ackPending: info.num_ack_pending, redelivered: info.num_redelivered };
+    } catch {
+      queue = undefined;
+    }
+    return { stage: this.#opts.stage, replica: this.#opts.replica, ...this.stats, queue, ...(await this.#opts.extraStatus?.()) };
   }
 
   async #run(): Promise<void> {
@@ -206,6 +231,7 @@ export class StageRunner<S extends z.ZodType> {
     for (const w of this.#slotWaiters.splice(0)) w();
     if (this.stats.inflight > 0) await new Promise<void>((r) => this.#idleWaiters.push(r));
     this.#cancelSub?.unsubscribe();
+    this.#statusSub?.unsubscribe();
     await this.#loop?.catch(() => undefined);
   }
 }

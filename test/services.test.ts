@@ -287,3 +287,36 @@ t.test("vocoder - windows of equal length arriving together are vocoded as one b
   }
   t.ok(maxBatch > 1, `windows were vocoded together (max batch ${maxBatch})`);
 });
+
+t.test("replicas - two vocoder replicas share the stage queue, and each reports its queue and batches", async (t) => {
+  const env = await withNats();
+  await ensureAllQueues(env.nc);
+  const replicas = await startServices(env.server.url, ["vocoder", "vocoder"]);
+  t.teardown(async () => {
+    await Promise.all(replicas.map((r) => r.stop()));
+    await env.stop();
+  });
+  const n = 24;
+  const frames = 64;
+  const ids = Array.from({ length: n }, (_, i) => `rep${i}`);
+  const by = new Map<string, number>();
+  const subs = ids.map((id) => env.nc.subscribe(Subjects.reply(id), { max: 1, timeout: 30_000 }));
+  await Promise.all(ids.map((id) => env.nc.jetstream().publish(WorkQueues.vocoder.subject, encode({ ...envelope(id), seg: 0, segCount: 1, win: 0, last: true, mel: new Float32Array(100 * frames).fill(-5), frames, overlap: 0, tail: 0, tokens: 1, fragmentInterval: 0 }))));
+  for (const sub of subs)
+    for await (const m of sub) {
+      const ev = decodeAs(ReplyEvent, m.data);
+      if (ev.type === "audio") {
+        const r = ev.timings.at(-1)!.replica;
+        by.set(r, (by.get(r) ?? 0) + 1);
+      }
+    }
+  t.equal([...by.values()].reduce((a, b) => a + b, 0), n, "every window answered exactly once");
+  t.equal(by.size, 2, `both replicas worked: ${JSON.stringify(Object.fromEntries(by))}`);
+  const statuses: Record<string, unknown>[] = [];
+  for await (const m of await env.nc.requestMany(`tts.v1.status.vocoder`, new Uint8Array(), { maxWait: 1000 })) statuses.push(decode(m.data) as Record<string, unknown>);
+  t.equal(statuses.length, 2, "each replica answers the status endpoint");
+  for (const s of statuses) {
+    t.ok(s.queue && typeof (s.queue as { pending: number }).pending === "number", "reports the queue depth");
+    t.ok(s.batches && Object.keys(s.batches as object).length > 0, `reports its batch sizes ${JSON.stringify(s.batches)}`);
+  }
+});

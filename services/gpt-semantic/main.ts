@@ -1,13 +1,11 @@
 /** gpt-semantic stage: phones + voice prompt tokens → semantic tokens, decoded with continuous batching across requests. */
 import { loadConfig } from "../../shared/config.js";
-import { encode } from "../../shared/codec.js";
 import { GsvError } from "../../shared/errors.js";
 import { log } from "../../shared/log.js";
 import { loadManifest } from "../../shared/manifest.js";
 import { connectNats, voicesBucket } from "../../shared/nats.js";
 import { GptJob, type SovitsJob } from "../../shared/schemas.js";
 import { StageRunner, runUntilSignalled } from "../../shared/stage.js";
-import { PREFIX } from "../../shared/subjects.js";
 import { VoiceStore } from "../../shared/voices.js";
 import { EngineClient } from "./engine-client.js";
 
@@ -34,6 +32,7 @@ const runner = new StageRunner({
   concurrency: maxRows * Math.max(1, cfg.ortWorkers),
   ackWaitMs: cfg.ackWaitMs,
   metadata: { modelSet: manifest.name, maxRows: String(maxRows) },
+  extraStatus: async () => ({ engines: await engine.stats() }),
   async handle(job, ctx) {
     const received = Date.now();
     const voice = await voices.require(job.voiceKey);
@@ -77,17 +76,9 @@ const runner = new StageRunner({
 });
 
 await runner.start();
-const svc = await nc.services.add({ name: "gpt-engine", version: "0.1.0", description: "GPT engine counters", metadata: { replica: cfg.replica } });
-svc.addEndpoint("engine", {
-  subject: `${PREFIX}.engine.gpt-semantic`,
-  handler: (_e, m) => {
-    engine.stats().then((s) => m.respond(encode({ replica: cfg.replica, workers: s })), () => m.respond(encode({ replica: cfg.replica, workers: [] })));
-  },
-});
 process.stdout.write(JSON.stringify({ ready: "gpt-semantic", replica: cfg.replica }) + "\n");
 runUntilSignalled("gpt-semantic", async () => {
   await runner.stop();
-  await svc.stop();
   await nc.drain();
   await engine.close();
 });

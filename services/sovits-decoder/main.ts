@@ -72,6 +72,7 @@ const runner = new StageRunner({
   concurrency: Math.max(cfg.concurrency, cfmMaxBatch * cfg.ortWorkers),
   ackWaitMs: cfg.ackWaitMs,
   metadata: { modelSet: manifest.name, cfmBatch: cfmMode },
+  extraStatus: () => ({ ditBatches: Object.fromEntries(dit.histogram), ditWaiting: dit.waiting }),
   async handle(job, ctx) {
     const started = Date.now();
     const voice = await voices.require(job.voiceKey);

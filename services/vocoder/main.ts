@@ -39,6 +39,7 @@ const runner = new StageRunner({
   concurrency: Math.max(cfg.concurrency, maxBatch * cfg.ortWorkers),
   ackWaitMs: cfg.ackWaitMs,
   metadata: { modelSet: manifest.name },
+  extraStatus: () => ({ batches: Object.fromEntries(vocode.histogram), waiting: vocode.waiting }),
   async handle(job, ctx) {
     const started = Date.now();
     const { pcm, batch } = await vocode.submit({ mel: job.mel, frames: job.frames });
