@@ -6,6 +6,8 @@
 import type { Manifest } from "../../shared/manifest.js";
 import type { OrtPool } from "../../shared/ort-pool.js";
 import { Rng } from "../../shared/sampling.js";
+import { denormSpec } from "../../shared/dsp/index.js";
+import type { PreparedVoice } from "../../shared/schemas.js";
 import { asFloat32, f32, i64 } from "../../shared/tensor.js";
 
 export interface EncodedSegment {
@@ -134,4 +136,63 @@ export async function cfmWindow(
     for (let f = p; f < t; f++) for (let c = 0; c < bands; c++) x[c * t + f] += d * v[f * bands + c];
   }
   return sliceFrames(x, bands, t, p, t);
+}
+
+/** Mel frames each vocoder window repeats from the previous one, so the client can cross-fade the seam. */
+export const VOCODER_OVERLAP = 12;
+
+export interface MelWindow {
+  win: number;
+  last: boolean;
+  /** De-normalised log-mel [bands, frames]; the first `overlap` frames repeat the previous window's tail. */
+  mel: Float32Array;
+  frames: number;
+  overlap: number;
+  /** Frames at the end that the next window will repeat (0 for the last). */
+  tail: number;
+}
+
+/**
+ * Decode one segment to mel windows, upstream's serial path: each window is conditioned on a prefix of
+ * at most 468 frames, the reference's at first, then the tail of the previous window. Yields each
+ * window as soon as it is integrated, so vocoding can start before the segment ends.
+ */
+export async function* decodeWindows(
+  dit: DitFn,
+  manifest: Manifest,
+  o: { voice: PreparedVoice; enc: EncodedSegment; steps: number; seed: number; seg: number; checkAlive?: () => void },
+): AsyncGenerator<MelWindow> {
+  const bands = manifest.dims.mel.bands;
+  const F = manifest.dims.fea.dim;
+  const { voice, enc } = o;
+  const plan = planWindows(manifest, voice.refMelFrames, enc.tRef, enc.tTodo);
+  let p = plan.prefix;
+  // The reference prefix: the first T_min frames, and of those the last `prefix` (upstream keeps the tail).
+  const tMin = Math.min(voice.refMelFrames, enc.tRef);
+  let promptMel = sliceFrames(voice.refMel, bands, voice.refMelFrames, tMin - p, tMin);
+  let feaPrefix = sliceFrames(enc.feaRef, F, enc.tRef, tMin - p, tMin);
+  const rng = new Rng((o.seed ^ Math.imul(o.seg + 1, 0x85ebca6b)) >>> 0);
+  let prevTail: Float32Array | undefined; // de-normalised last frames of the previous window
+  let prevTailFrames = 0;
+  for (let win = 0; win < plan.windows; win++) {
+    const from = win * plan.chunk;
+    const to = Math.min(enc.tTodo, from + plan.chunk);
+    const n = to - from;
+    const chunk = sliceFrames(enc.feaTodo, F, enc.tTodo, from, to);
+    const fea = concatFrames(feaPrefix, p, chunk, n, F);
+    const mel = await cfmWindow(dit, manifest, { fea, promptMel, p, t: p + n, steps: o.steps, rng, checkAlive: o.checkAlive });
+    // Next prefix: the tail of what was just generated (autoregressive continuation, as upstream's serial path).
+    const keep = Math.min(p, n);
+    promptMel = sliceFrames(mel, bands, n, n - keep, n);
+    feaPrefix = sliceFrames(chunk, F, n, n - keep, n);
+    p = keep;
+
+    const denorm = denormSpec(Float32Array.from(mel));
+    const overlap = prevTail ? prevTailFrames : 0;
+    const withOverlap = prevTail ? concatFrames(prevTail, prevTailFrames, denorm, n, bands) : denorm;
+    prevTailFrames = Math.min(VOCODER_OVERLAP, n);
+    prevTail = sliceFrames(denorm, bands, n, n - prevTailFrames, n);
+    const last = win === plan.windows - 1;
+    yield { win, last, mel: withOverlap, frames: n + overlap, overlap, tail: last ? 0 : prevTailFrames };
+  }
 }

@@ -2,23 +2,18 @@
 import { createHash } from "node:crypto";
 import { loadConfig } from "../../shared/config.js";
 import { decodeAs, encode } from "../../shared/codec.js";
-import { denormSpec } from "../../shared/dsp/index.js";
 import { GsvError, toGsvError } from "../../shared/errors.js";
 import { log } from "../../shared/log.js";
 import { loadManifest } from "../../shared/manifest.js";
 import { connectNats, refAudioStore, voicesBucket } from "../../shared/nats.js";
 import { OrtPool } from "../../shared/ort-pool.js";
-import { Rng } from "../../shared/sampling.js";
 import { SovitsJob, VoicePrepareRequest, type VocoderJob } from "../../shared/schemas.js";
 import { StageRunner, runUntilSignalled, timing } from "../../shared/stage.js";
 import { Subjects, voiceKey } from "../../shared/subjects.js";
 import { VoiceStore } from "../../shared/voices.js";
 import { MicroBatcher } from "../../shared/batcher.js";
-import { cfmWindow, concatFrames, ditBatch, encodeSegment, planWindows, sliceFrames, type DitInput } from "./cfm.js";
+import { decodeWindows, ditBatch, encodeSegment, type DitInput } from "./cfm.js";
 import { prepareVoice } from "./voice-prep.js";
-
-/** Mel frames each vocoder window repeats from the previous one, so the client can cross-fade the seam. */
-export const VOCODER_OVERLAP = 12;
 
 const cfg = loadConfig("sovits-decoder");
 const manifest = loadManifest(cfg.modelDir);
@@ -76,8 +71,6 @@ const runner = new StageRunner({
   async handle(job, ctx) {
     const started = Date.now();
     const voice = await voices.require(job.voiceKey);
-    const bands = manifest.dims.mel.bands;
-    const F = manifest.dims.fea.dim;
     const enc = await encodeSegment(pool, manifest, {
       prompts: voice.prompts,
       promptIds: job.promptIds,
@@ -86,59 +79,35 @@ const runner = new StageRunner({
       ge: voice.ge,
       speed: job.params.speed,
     });
-    const plan = planWindows(manifest, voice.refMelFrames, enc.tRef, enc.tTodo);
-    let p = plan.prefix;
-    // The reference prefix: the first T_min frames, and of those the last `prefix` (upstream keeps the tail).
-    const tMin = Math.min(voice.refMelFrames, enc.tRef);
-    let promptMel = sliceFrames(voice.refMel, bands, voice.refMelFrames, tMin - p, tMin);
-    let feaPrefix = sliceFrames(enc.feaRef, F, enc.tRef, tMin - p, tMin);
-    const rng = new Rng((job.params.seed ^ Math.imul(job.seg + 1, 0x85ebca6b)) >>> 0);
-    let prevTail: Float32Array | undefined; // de-normalised last frames of the previous window
-    let prevTailFrames = 0;
-    for (let win = 0; win < plan.windows; win++) {
-      const winStarted = Date.now();
-      const from = win * plan.chunk;
-      const to = Math.min(enc.tTodo, from + plan.chunk);
-      const n = to - from;
-      const chunk = sliceFrames(enc.feaTodo, F, enc.tTodo, from, to);
-      const fea = concatFrames(feaPrefix, p, chunk, n, F);
-      let winBatch = 1;
-      const ditFn = async (input: DitInput) => {
-        const r = await dit.submit(input);
-        winBatch = Math.max(winBatch, r.batch);
-        return r.v;
-      };
-      const mel = await cfmWindow(ditFn, manifest, { fea, promptMel, p, t: p + n, steps: job.params.sampleSteps, rng, checkAlive: () => ctx.checkAlive(job) });
-      // Next prefix: the tail of what was just generated (autoregressive continuation, as upstream's serial path).
-      const keep = Math.min(p, n);
-      promptMel = sliceFrames(mel, bands, n, n - keep, n);
-      feaPrefix = sliceFrames(chunk, F, n, n - keep, n);
-      p = keep;
-
-      const denorm = denormSpec(Float32Array.from(mel));
-      const overlap = prevTail ? prevTailFrames : 0;
-      const withOverlap = prevTail ? concatFrames(prevTail, prevTailFrames, denorm, n, bands) : denorm;
-      prevTailFrames = Math.min(VOCODER_OVERLAP, n);
-      prevTail = sliceFrames(denorm, bands, n, n - prevTailFrames, n);
-      const last = win === plan.windows - 1;
+    let winBatch = 1;
+    const ditFn = async (input: DitInput) => {
+      const r = await dit.submit(input);
+      winBatch = Math.max(winBatch, r.batch);
+      return r.v;
+    };
+    let winStarted = started;
+    for await (const w of decodeWindows(ditFn, manifest, { voice, enc, steps: job.params.sampleSteps, seed: job.params.seed, seg: job.seg, checkAlive: () => ctx.checkAlive(job) })) {
+      const win = w.win;
       const out: VocoderJob = {
         id: job.id,
         reply: job.reply,
         deadline: job.deadline,
         enqueuedAt: Date.now(),
-        timings: [...job.timings, timing("sovits", cfg.replica, job, win === 0 ? started : winStarted, winBatch, job.seg, win)],
+        timings: [...job.timings, timing("sovits", cfg.replica, job, winStarted, winBatch, job.seg, win)],
         seg: job.seg,
         segCount: job.segCount,
         win,
-        last,
-        mel: withOverlap,
-        frames: n + overlap,
-        overlap,
-        tail: last ? 0 : prevTailFrames,
+        last: w.last,
+        mel: w.mel,
+        frames: w.frames,
+        overlap: w.overlap,
+        tail: w.tail,
         tokens: job.tokens.length,
         fragmentInterval: job.params.fragmentInterval,
       };
       await ctx.forward("vocoder", `${job.id}:vocoder:${job.seg}:${win}`, out);
+      winStarted = Date.now();
+      winBatch = 1;
     }
   },
 });
