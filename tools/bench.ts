@@ -1,58 +1,164 @@
 /**
- * npm run bench: the whole pipeline on this machine (real processes, real NATS, the tiny set unless
- * GSV_MODEL_DIR says otherwise). Reports, measured in one run so the machine's noise cancels out:
- * - latency of one request alone (total, first audio) and where it went per stage;
- * - throughput of N requests sent at once against the same N sent one after another (the ratio is what
- *   stage pipelining buys: stages of different requests overlap).
- * Options: --requests N (default 6), --steps S (CFM steps, default 8), --text "..."
+ * npm run bench [-- --quick] [-- --model-dir DIR] [-- --steps 8] [-- --out bench-out]
+ *
+ * Measured in one run, on one set of models, so the machine's noise affects both sides alike:
+ * 1. throughput (audio seconds per wall second) of the pipeline at 1, 4, 16, 64 requests in flight, and
+ *    of the sequential baseline: the same graphs and stage code, one request at a time, in one process
+ *    (upstream's serving model); their ratio;
+ * 2. GPT tokens/s at batch 1, 4, 16, 64 (the engine alone, `bench` set when generated);
+ * 3. p50/p95 latency per stage (queue + compute) and end to end;
+ * 4. NATS overhead: the pipeline at one request in flight against the in-process run of the same requests.
+ * Writes bench-out/report.json and bench-out/throughput.svg and prints a summary.
  */
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { connect } from "nats";
 import { synthesize, type SynthesisRequest, type SynthesisResult } from "../shared/client.js";
 import { refAudioStore } from "../shared/nats.js";
 import { fromRoot } from "../shared/paths.js";
+import { loadManifest } from "../shared/manifest.js";
+import type { GenParams } from "../shared/schemas.js";
+import { defaultGptBenchDir, gptBatchThroughput } from "./bench-gpt.js";
+import { InProcessPipeline } from "./inprocess.js";
 import { startStack } from "./launch.js";
 
-const { values } = parseArgs({ options: { requests: { type: "string", default: "6" }, steps: { type: "string", default: "8" }, text: { type: "string" } } });
-const n = Number(values.requests);
-const text = values.text ?? "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs.";
+const { values } = parseArgs({
+  options: {
+    quick: { type: "boolean", default: false },
+    "model-dir": { type: "string" },
+    steps: { type: "string", default: "8" },
+    out: { type: "string", default: "bench-out" },
+    concurrency: { type: "string" },
+  },
+});
+const quick = values.quick!;
+const modelDir = values["model-dir"] ?? fromRoot("models", "tiny");
+const manifest = loadManifest(modelDir);
+const levels = (values.concurrency ?? (quick ? "1,4,16" : "1,4,16,64")).split(",").map(Number);
+const gptBatches = quick ? [1, 4, 16] : [1, 4, 16, 64];
+const baselineRequests = quick ? 4 : 8;
+const TEXTS = [
+  "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs.",
+  "She sells sea shells by the sea shore, and the shells she sells are surely sea shells.",
+  "A journey of a thousand miles begins with a single step. Keep going.",
+  "It was the best of times, it was the worst of times, it was the age of wisdom.",
+];
+const wav = readFileSync(fromRoot("voices", "default.wav"));
+const promptText = readFileSync(fromRoot("voices", "default.txt"), "utf8").trim();
+const audioSha = createHash("sha256").update(wav).digest("hex");
+const params = (i: number): GenParams => ({ topK: 15, topP: 1, temperature: 1, repetitionPenalty: 1.35, seed: 1000 + i, speed: 1, sampleSteps: Number(values.steps), fragmentInterval: 0.3 });
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] : 0;
+};
+const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
+const log = (s: string) => console.log(s);
 
-const stack = await startStack({ env: { GSV_LOG: "warn" } });
+log(`gsv-pipeline benchmark on ${manifest.name} models (${modelDir}), sample_steps ${values.steps}${quick ? ", quick" : ""}`);
+
+// --- sequential baseline: one process, one request at a time -------------------------------------
+const inproc = await InProcessPipeline.create(modelDir);
+const inprocReq = (i: number) => ({ text: TEXTS[(i + TEXTS.length) % TEXTS.length], textLang: "en", splitMethod: "cut5" as const, wav, promptText, promptLang: "en", params: params(i) });
+await inproc.synthesize(inprocReq(-1)); // warm-up (voice preparation, first runs)
+let t0 = performance.now();
+let baseAudio = 0;
+const baseLatency: number[] = [];
+for (let i = 0; i < baselineRequests; i++) {
+  const r = await inproc.synthesize(inprocReq(i));
+  baseAudio += r.pcm.length / r.sampleRate;
+  baseLatency.push(r.totalMs);
+}
+const baseline = { requests: baselineRequests, wallMs: round(performance.now() - t0), audioSeconds: round(baseAudio, 2), throughput: round(baseAudio / ((performance.now() - t0) / 1000), 3), latencyP50Ms: round(pct(baseLatency, 50)) };
+await inproc.close();
+log(`sequential baseline: ${baseline.throughput} audio s per s (${baselineRequests} requests, p50 ${baseline.latencyP50Ms} ms)`);
+
+// --- the pipeline over NATS ----------------------------------------------------------------------
+const stack = await startStack({ env: { GSV_LOG: "warn", ...(values["model-dir"] ? { GSV_MODEL_DIR: modelDir } : {}) } });
 const nc = await connect({ servers: stack.natsUrl });
+const pipeline: Record<string, unknown>[] = [];
+let natsOverhead: Record<string, number> = {};
 try {
-  const wav = readFileSync(fromRoot("voices", "default.wav"));
-  const audioSha = createHash("sha256").update(wav).digest("hex");
   await (await refAudioStore(nc)).putBlob({ name: audioSha }, wav);
   const req = (i: number): SynthesisRequest => ({
-    text,
-    textLang: "en",
-    splitMethod: "cut5",
-    voice: { audioSha, promptText: readFileSync(fromRoot("voices", "default.txt"), "utf8").trim(), promptLang: "en" },
-    params: { topK: 15, topP: 1, temperature: 1, repetitionPenalty: 1.35, seed: 1000 + i, speed: 1, sampleSteps: Number(values.steps), fragmentInterval: 0.3 },
-    timeoutMs: 600_000,
+    text: TEXTS[(i + TEXTS.length) % TEXTS.length], textLang: "en", splitMethod: "cut5", voice: { audioSha, promptText, promptLang: "en" }, params: params(i), timeoutMs: 600_000,
   });
-  await synthesize(nc, req(-1)); // warm-up: voice preparation, session first runs
-
-  const audioSeconds = (r: SynthesisResult) => r.pcm.length / r.sampleRate;
-  const one = await synthesize(nc, req(0));
-  console.log(`single request: ${one.totalMs} ms total, first audio after ${one.firstAudioMs} ms, ${audioSeconds(one).toFixed(2)} s of audio (RTF ${(one.totalMs / 1000 / audioSeconds(one)).toFixed(3)})`);
-  for (const s of one.stages) console.log(`  ${s.stage.padEnd(8)} compute ${String(s.computeMs).padStart(6)} ms  queue ${String(s.queueMs).padStart(6)} ms  units ${s.units}  max batch ${s.maxBatch}`);
-
-  let t0 = Date.now();
-  let audio = 0;
-  for (let i = 0; i < n; i++) audio += audioSeconds(await synthesize(nc, req(i)));
-  const serialMs = Date.now() - t0;
-
-  t0 = Date.now();
-  const rs = await Promise.all(Array.from({ length: n }, (_, i) => synthesize(nc, req(i))));
-  const concurrentMs = Date.now() - t0;
-  const firsts = rs.map((r) => r.firstAudioMs).sort((a, b) => a - b);
-  console.log(`${n} requests one after another: ${serialMs} ms (${(audio / (serialMs / 1000)).toFixed(2)} s of audio per s)`);
-  console.log(`${n} requests at once:            ${concurrentMs} ms (${(audio / (concurrentMs / 1000)).toFixed(2)} s of audio per s), first audio median ${firsts[Math.floor(n / 2)]} ms`);
-  console.log(`pipelining speed-up (same run): ${(serialMs / concurrentMs).toFixed(2)}x`);
+  await synthesize(nc, req(-1));
+  for (const c of levels) {
+    const n = Math.max(c, quick ? 4 : 8);
+    const results: SynthesisResult[] = [];
+    let next = 0;
+    t0 = performance.now();
+    await Promise.all(
+      Array.from({ length: c }, async () => {
+        while (next < n) results.push(await synthesize(nc, req(next++ % baselineRequests)));
+      }),
+    );
+    const wallMs = performance.now() - t0;
+    const audio = results.reduce((s, r) => s + r.pcm.length / r.sampleRate, 0);
+    const perStage: Record<string, { p50: number; p95: number; maxBatch: number }> = {};
+    for (const stage of ["text", "gpt", "sovits", "vocoder"]) {
+      const xs = results.map((r) => r.stages.find((s) => s.stage === stage)).filter(Boolean).map((s) => s!.computeMs + s!.queueMs);
+      perStage[stage] = { p50: round(pct(xs, 50)), p95: round(pct(xs, 95)), maxBatch: Math.max(...results.map((r) => r.stages.find((s) => s.stage === stage)?.maxBatch ?? 0)) };
+    }
+    const row = {
+      concurrency: c,
+      requests: n,
+      wallMs: round(wallMs),
+      audioSeconds: round(audio, 2),
+      throughput: round(audio / (wallMs / 1000), 3),
+      vsBaseline: round(audio / (wallMs / 1000) / baseline.throughput, 2),
+      e2eP50Ms: round(pct(results.map((r) => r.totalMs), 50)),
+      e2eP95Ms: round(pct(results.map((r) => r.totalMs), 95)),
+      firstAudioP50Ms: round(pct(results.map((r) => r.firstAudioMs), 50)),
+      stages: perStage,
+    };
+    pipeline.push(row);
+    log(`pipeline @${String(c).padStart(2)} in flight: ${row.throughput} audio s per s = ${row.vsBaseline}x baseline; e2e p50 ${row.e2eP50Ms} ms p95 ${row.e2eP95Ms} ms; batches ${Object.entries(perStage).map(([k, v]) => `${k}≤${v.maxBatch}`).join(" ")}`);
+    if (c === 1) {
+      const pipeMean = results.reduce((s, r) => s + r.totalMs, 0) / results.length;
+      const inMean = baseLatency.reduce((a, b) => a + b, 0) / baseLatency.length;
+      natsOverhead = { pipelineMeanMs: round(pipeMean), inProcessMeanMs: round(inMean), overheadPct: round(((pipeMean - inMean) / pipeMean) * 100) };
+    }
+  }
 } finally {
   await nc.close();
   await stack.stop();
+}
+if (natsOverhead.overheadPct !== undefined) log(`NATS overhead at 1 in flight: pipeline ${natsOverhead.pipelineMeanMs} ms vs in-process ${natsOverhead.inProcessMeanMs} ms per request = ${natsOverhead.overheadPct}% (negative: the pipeline overlaps the segments of one request)`);
+
+// --- GPT batching --------------------------------------------------------------------------------
+const gpt = await gptBatchThroughput(defaultGptBenchDir(), gptBatches, quick ? 8 : 24);
+for (const f of gpt.figures) log(`GPT ${gpt.model} batch ${String(f.batch).padStart(2)}: ${round(f.tokPerS, 0)} tokens/s (${round(f.tokPerS / gpt.figures[0].tokPerS, 2)}x batch 1), ${round(f.msPerStep)} ms/step`);
+
+// --- report --------------------------------------------------------------------------------------
+const report = {
+  date: new Date().toISOString(),
+  machine: { cpus: (await import("node:os")).cpus().length, node: process.version },
+  models: { dir: modelDir, name: manifest.name, sampleSteps: Number(values.steps) },
+  quick,
+  baseline,
+  pipeline,
+  natsOverhead,
+  gpt,
+};
+mkdirSync(values.out!, { recursive: true });
+writeFileSync(join(values.out!, "report.json"), JSON.stringify(report, null, 2));
+writeFileSync(join(values.out!, "throughput.svg"), chart(pipeline as { concurrency: number; throughput: number }[], baseline.throughput));
+log(`report: ${join(values.out!, "report.json")}, chart: ${join(values.out!, "throughput.svg")}`);
+
+function chart(rows: { concurrency: number; throughput: number }[], base: number): string {
+  const W = 560, H = 320, L = 60, B = 40, T = 30, R = 20;
+  const maxY = Math.max(base, ...rows.map((r) => r.throughput)) * 1.15;
+  const x = (i: number) => L + ((W - L - R) * (i + 0.5)) / rows.length;
+  const y = (v: number) => H - B - ((H - B - T) * v) / maxY;
+  const bars = rows.map((r, i) => `<rect x="${x(i) - 20}" y="${y(r.throughput)}" width="40" height="${H - B - y(r.throughput)}" fill="#3b82f6"/><text x="${x(i)}" y="${H - B + 16}" text-anchor="middle">${r.concurrency}</text><text x="${x(i)}" y="${y(r.throughput) - 4}" text-anchor="middle">${r.throughput}</text>`).join("");
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">
+<text x="${W / 2}" y="18" text-anchor="middle" font-weight="bold">Throughput (audio s per s) vs requests in flight</text>
+<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="#333"/><line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="#333"/>
+${bars}
+<line x1="${L}" y1="${y(base)}" x2="${W - R}" y2="${y(base)}" stroke="#ef4444" stroke-dasharray="6 4"/><text x="${W - R}" y="${y(base) - 4}" text-anchor="end" fill="#ef4444">sequential baseline ${base}</text>
+<text x="${W / 2}" y="${H - 6}" text-anchor="middle">requests in flight (pipeline)</text>
+</svg>`;
 }
