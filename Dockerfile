@@ -7,6 +7,7 @@ COPY services services
 COPY tools tools
 COPY infra infra
 COPY voices voices
+COPY vocoders vocoders
 COPY bin bin
 RUN npm ci --no-audit --no-fund && npm prune --omit=dev
 ENV NODE_ENV=production GSV_LOG=info

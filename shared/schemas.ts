@@ -167,3 +167,17 @@ export const ReplyEvent = z.discriminatedUnion("type", [
   z.object({ type: z.literal("error"), id: z.string(), code: z.string(), message: z.string(), stage: z.string() }),
 ]);
 export type ReplyEvent = z.infer<typeof ReplyEvent>;
+
+/** Request on tts.v1.vocode.<name> (a real vocoder, GSV_VOCODER=<name>): a normalised log-mel, frames-first [frames, bands]. */
+export const VocodeRequest = z.object({
+  mel: f32,
+  frames: z.number().int().min(1),
+  /** Optional epoch ms after which the caller no longer wants the answer. */
+  deadline: z.number().optional(),
+});
+export type VocodeRequest = z.infer<typeof VocodeRequest>;
+
+export const VocodeReply = z.union([
+  z.object({ ok: z.literal(true), pcm: f32, sampleRate: z.number().int().positive(), frames: z.number().int(), ms: z.number() }),
+  z.object({ ok: z.literal(false), code: z.string(), message: z.string() }),
+]);

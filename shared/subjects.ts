@@ -23,6 +23,8 @@ export const Subjects = {
   cancelAll: `${PREFIX}.cancel.*`,
   /** Default reply subject of a request; clients may name any subject they subscribe to. */
   reply: (requestId: string) => `${PREFIX}.reply.${requestId}`,
+  /** Request/reply: copy synthesis with a real vocoder served by `GSV_VOCODER=<name>` (see docs/real-vocoder.md). */
+  vocode: (name: string) => `${PREFIX}.vocode.${name}`,
 } as const;
 
 export const Buckets = {

@@ -2,12 +2,14 @@
  * gsv: the command line.
  *   gsv up                         start nats-server (unless NATS_URL), the four stages and the gateway
  *   gsv say "text" -o out.wav      speak a sentence to a WAV through the full pipeline
+ *   gsv vocode in.wav -o out.wav   copy synthesis through the real MB-MelGAN vocoder service
  * Run `gsv help` for every option.
  */
 import { writeFileSync } from "node:fs";
 import { basename, dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { startStack, type Stack } from "./launch.js";
+import { vocodeCli } from "./vocode.js";
 
 const HELP = `gsv — GPT-SoVITS v3 inference over NATS
 
@@ -19,6 +21,10 @@ Usage:
           [--steps 32] [--speed 1] [--url http://host:port]
       Speak TEXT to a WAV file. Without --url it starts a private pipeline, speaks, and stops it.
       Without --ref the bundled default voice is used.
+  gsv vocode IN.wav [-o out.wav] [--url nats://host:4222] [--vocoder mb-melgan-ljspeech] [--rate 22050]
+      Copy synthesis with a real, trained vocoder: WAV (any rate) → 22,050 Hz → LJSpeech mel → the
+      vocoder service (GSV_VOCODER=NAME, subject tts.v1.vocode.NAME) → WAV. Without --url it starts
+      its own nats-server and vocoder service, and stops them after.
 `;
 
 async function up(argv: string[]): Promise<void> {
@@ -95,6 +101,7 @@ const [cmd, ...rest] = process.argv.slice(2);
 try {
   if (cmd === "up") await up(rest);
   else if (cmd === "say") await say(rest);
+  else if (cmd === "vocode") await vocodeCli(rest);
   else {
     console.log(HELP);
     if (cmd && cmd !== "help" && cmd !== "--help") process.exitCode = 2;
