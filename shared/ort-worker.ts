@@ -5,6 +5,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import * as ort from "onnxruntime-node";
 import type { Feeds, TensorLike } from "./tensor.js";
+import { sessionOptions } from "./ort-options.js";
 
 interface Init {
   graphs: Record<string, string>;
@@ -23,12 +24,7 @@ async function load(): Promise<void> {
   for (const [name, path] of Object.entries(init.graphs)) {
     sessions.set(
       name,
-      await ort.InferenceSession.create(path, {
-        intraOpNumThreads: init.intraOpThreads,
-        interOpNumThreads: 1,
-        executionMode: "sequential",
-        graphOptimizationLevel: "all",
-      }),
+      await ort.InferenceSession.create(path, sessionOptions(init.intraOpThreads)),
     );
   }
 }

@@ -514,6 +514,48 @@ t.test("t2s_step rows are independent", async (t) => {
   t.ok(maxAbsDiff(floats(swapped.logits).subarray(V, 2 * V), floats(alone[0].logits)) < 1e-5, "row order and garbage do not matter");
 });
 
+t.test("t2s_step: dead slots may hold any finite value, however large", async (t) => {
+  const x = await encode(4, 9);
+  const prompts = randInts(6, dims.vq.codebook);
+  const n = 13 + 6;
+  const kc = 32;
+  const clean = cacheFromPrefill(await prefill(x, prompts), n, kc, 7);
+  const wild = cacheFromPrefill(await prefill(x, prompts), n, kc, 7);
+  // scores of such slots overflow to ±Infinity or NaN; their weight must still be exactly 0
+  const extremes = [3.4e38, -3.4e38, 1e30, -1e30];
+  for (let l = 0; l < L; l++) {
+    for (const s of wild.free) {
+      for (let h = 0; h < Hh; h++) {
+        for (let j = 0; j < Dh; j++) {
+          wild.k[l][(h * kc + s) * Dh + j] = extremes[(j + h) % 4];
+          wild.v[l][(h * kc + s) * Dh + j] = extremes[(j + h + 1) % 4];
+        }
+      }
+    }
+  }
+  const a = await step([{ cache: clean, token: 5, pos: 6 }], kc);
+  const b = await step([{ cache: wild, token: 5, pos: 6 }], kc);
+  t.ok(allFinite(b.logits), "finite logits");
+  const d = maxAbsDiff(floats(a.logits), floats(b.logits));
+  t.ok(d < 1e-5, `same logits as with tame garbage (max diff ${d})`);
+});
+
+t.test("t2s_step reads each cache input once, in place", async (t) => {
+  // The step is bound by memory traffic: a Transpose, Concat, Reshape or Slice of a cache would copy
+  // all of it every step. Each past_k_i / past_v_i must feed exactly one node, a MatMul.
+  const model = onnxProto.onnx.ModelProto.decode(await readFile(join(dirA, manifest.graphs.t2s_step.file)));
+  const nodes = model.graph!.node!;
+  for (let l = 0; l < L; l++) {
+    for (const name of [`past_k_${l}`, `past_v_${l}`]) {
+      const users = nodes.filter((n) => n.input!.includes(name)).map((n) => n.opType);
+      t.same(users, ["MatMul"], `${name} is read by one MatMul`);
+    }
+  }
+  const ops = new Set(nodes.map((n) => n.opType));
+  t.notOk(ops.has("Transpose"), "no Transpose (heads are split and merged by Reshape)");
+  t.notOk(ops.has("Identity"), "outputs are written by the nodes that compute them");
+});
+
 t.test("cfm_dit rows are independent and padding never leaks", async (t) => {
   const F = dims.fea.dim;
   const M = dims.mel.bands;

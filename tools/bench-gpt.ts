@@ -5,6 +5,7 @@
  *   node dist/tools/bench-gpt.js [--model-dir DIR] [--steps 24] [--batches 1,4,16,64]
  */
 import * as ort from "onnxruntime-node";
+import { sessionOptions } from "../shared/ort-options.js";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -22,7 +23,7 @@ export interface GptBatchFigure {
 export async function gptBatchThroughput(dir: string, batches: number[], steps: number, threads = 1): Promise<{ model: string; figures: GptBatchFigure[] }> {
   const manifest = loadManifest(dir, { verify: false });
   const sessions = {} as GptSessions;
-  for (const g of ["t2s_encoder", "t2s_prefill", "t2s_step"] as const) sessions[g] = await ort.InferenceSession.create(join(dir, manifest.graphs[g].file), { intraOpNumThreads: threads });
+  for (const g of ["t2s_encoder", "t2s_prefill", "t2s_step"] as const) sessions[g] = await ort.InferenceSession.create(join(dir, manifest.graphs[g].file), sessionOptions(threads));
   const figures: GptBatchFigure[] = [];
   for (const b of batches) {
     const engine = new GptEngine(sessions, manifest, { maxRows: b, admitPerStep: b, initialCapacity: 256 });

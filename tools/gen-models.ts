@@ -318,59 +318,72 @@ function buildT2sPrefill(d: ModelDims, w: T2SWeights): GraphBuilder {
       const q = g.splitHeads(g.slice(qkv, [0], [t.hidden], [-1]), t.heads, Dh);
       const k = g.splitHeads(g.slice(qkv, [t.hidden], [2 * t.hidden], [-1]), t.heads, Dh);
       const v = g.splitHeads(g.slice(qkv, [2 * t.hidden], [3 * t.hidden], [-1]), t.heads, Dh);
-      g.output(k, `k_${i}`, "f32", [1, t.heads, "N+T25", Dh]);
-      g.output(v, `v_${i}`, "f32", [1, t.heads, "N+T25", Dh]);
+      g.output(k, `k_${i}`, "f32", [1, t.heads, "N+T25", Dh], { direct: true });
+      g.output(v, `v_${i}`, "f32", [1, t.heads, "N+T25", Dh], { direct: true });
       const a = g.linear(g.mergeHeads(g.sdpa(q, k, v, Dh, allowed)), L.attn.o);
       xy = postNorm(g, xy, a, L.ln1);
       xy = postNorm(g, xy, ffn(g, xy, L.ffn, "relu"), L.ln2);
     });
   });
   const last = g.slice(xy, [-1], [null], [1]); // [1,1,H]
-  g.output(g.reshape(g.linear(last, w.predict), [0, -1]), "logits", "f32", [1, t.vocab]);
+  g.output(g.reshape(g.linear(last, w.predict), [0, -1]), "logits", "f32", [1, t.vocab], { direct: true });
   return g;
 }
 
+/**
+ * One decode step for B rows. Shaped for a CPU where the step is bound by memory traffic (the weights,
+ * then the caches) and, past that, by the count of small ops:
+ * - The hidden state is 2-D [B,H] (the step has one position per row), so every projection is one Gemm
+ *   with its bias (the FFN's first one a FusedGemm with its ReLU) and splitting or merging heads is a
+ *   Reshape: [B,H] and [B,Hh,1,Dh] have the same layout, so no Transpose runs anywhere.
+ * - Each cache input is read once, in place, by one MatMul: scores = past_k_i · q as a column
+ *   [B,Hh,Kc,1] (no transpose of the cache) and past_v_i weighted by the slot probabilities. Nothing
+ *   reshapes, concatenates or copies a cache.
+ * - The new token is attended separately (its score q·k by one MatMul of k_i with that column) and joins
+ *   the cache slots in one softmax over Kc + 1 scores; one Split gives both parts back.
+ * - k_i, v_i and logits are written by the nodes computing them (no Identity copies).
+ */
 function buildT2sStep(d: ModelDims, w: T2SWeights): GraphBuilder {
   const g = new GraphBuilder("t2s_step");
   const t = d.t2s;
+  const Hh = t.heads;
   const Dh = t.headDim;
+  const H = t.hidden;
   const token = g.input("token", "i64", ["B", 1]);
   const pos = g.input("pos", "i64", ["B"]);
   const pastK: string[] = [];
   const pastV: string[] = [];
   for (let i = 0; i < t.layers; i++) {
-    pastK.push(g.input(`past_k_${i}`, "f32", ["B", t.heads, "Kc", Dh]));
-    pastV.push(g.input(`past_v_${i}`, "f32", ["B", t.heads, "Kc", Dh]));
+    pastK.push(g.input(`past_k_${i}`, "f32", ["B", Hh, "Kc", Dh]));
+    pastV.push(g.input(`past_v_${i}`, "f32", ["B", Hh, "Kc", Dh]));
   }
   const pastMask = g.input("past_mask", "f32", ["B", "Kc"]);
 
-  const pe = g.mul(g.sinusoidalInterleaved(g.cast(pos, "f32"), 1, t.hidden), g.param(w.audioAlpha)); // [B,H]
-  let y = g.add(g.gather(g.param(w.audioEmb), token), g.unsqueeze(pe, [1])); // [B,1,H]
+  const pe = g.mul(g.sinusoidalInterleaved(g.cast(pos, "f32"), 1, H), g.param(w.audioAlpha)); // [B,H]
+  let y = g.add(g.gather(g.param(w.audioEmb), g.reshape(token, [-1])), pe); // [B,H]
   const live = g.unsqueeze(g.op("Greater", [pastMask, g.f32(0.5)]), [1, 2]); // [B,1,1,Kc]
+  const parts = g.concat([g.dim(pastMask, 1), g.i64([1])], 0); // [Kc, 1]: cache slots, new token
+  const thirds = g.i64([H, H, H]);
   const scale = g.f32(1 / Math.sqrt(Dh));
+  const mask = g.f32(MASK_VALUE);
+  const heads = (x: string): string => g.reshape(x, [0, Hh, 1, Dh]); // [B,H] → [B,Hh,1,Dh], no copy
 
   w.layers.forEach((L, i) => {
     g.scope(`layer${i}`, () => {
-      const qkv = g.linear(y, L.attn.qkv);
-      const q = g.splitHeads(g.slice(qkv, [0], [t.hidden], [-1]), t.heads, Dh); // [B,Hh,1,Dh]
-      const k = g.splitHeads(g.slice(qkv, [t.hidden], [2 * t.hidden], [-1]), t.heads, Dh);
-      const v = g.splitHeads(g.slice(qkv, [2 * t.hidden], [3 * t.hidden], [-1]), t.heads, Dh);
-      g.output(k, `k_${i}`, "f32", ["B", t.heads, 1, Dh]);
-      g.output(v, `v_${i}`, "f32", ["B", t.heads, 1, Dh]);
-      const qs = g.mul(q, scale);
-      const qCol = g.reshape(qs, [0, 0, -1, 1]); // [B,Hh,Dh,1]: the cache is never transposed or copied
-      let past = g.reshape(g.matmul(pastK[i], qCol), [0, 0, 1, -1]); // [B,Hh,1,Kc]
-      past = g.where(live, past, g.f32(MASK_VALUE));
-      const self = g.matmul(qs, g.reshape(k, [0, 0, -1, 1])); // [B,Hh,1,1]
-      const p = g.softmax(g.concat([past, self], -1), -1); // one softmax over cache slots and the new token
-      const pPast = g.slice(p, [0], [-1], [-1]);
-      const pSelf = g.slice(p, [-1], [null], [-1]);
-      const o = g.add(g.matmul(pPast, pastV[i]), g.mul(pSelf, v)); // [B,Hh,1,Dh]
-      y = postNorm(g, y, g.linear(g.mergeHeads(o), L.attn.o), L.ln1);
-      y = postNorm(g, y, ffn(g, y, L.ffn, "relu"), L.ln2);
+      const [q, k, v] = g.opN("Split", [g.gemm(y, L.attn.qkv), thirds], 3, { axis: -1 }); // [B,H] each
+      const kh = g.output(heads(k), `k_${i}`, "f32", ["B", Hh, 1, Dh], { direct: true });
+      const vh = g.output(heads(v), `v_${i}`, "f32", ["B", Hh, 1, Dh], { direct: true });
+      const qCol = g.reshape(g.mul(q, scale), [0, Hh, Dh, 1]); // [B,Hh,Dh,1]
+      const past = g.reshape(g.matmul(pastK[i], qCol), [0, Hh, 1, -1]); // [B,Hh,Kc,1] → [B,Hh,1,Kc]
+      const self = g.matmul(kh, qCol); // [B,Hh,1,1]
+      const p = g.softmax(g.concat([g.where(live, past, mask), self], -1), -1); // one softmax over Kc + 1
+      const [pPast, pSelf] = g.opN("Split", [p, parts], 2, { axis: -1 });
+      const o = g.add(g.matmul(pPast, pastV[i]), g.mul(pSelf, vh)); // [B,Hh,1,Dh]
+      y = g.layerNorm(g.add(y, g.gemm(g.reshape(o, [0, H]), L.attn.o)), L.ln1);
+      y = g.layerNorm(g.add(y, g.gemm(g.relu(g.gemm(y, L.ffn.up)), L.ffn.down)), L.ln2);
     });
   });
-  g.output(g.reshape(g.linear(y, w.predict), [0, -1]), "logits", "f32", ["B", t.vocab]);
+  g.output(g.linear(y, w.predict), "logits", "f32", ["B", t.vocab], { direct: true });
   return g;
 }
 

@@ -5,6 +5,7 @@
  */
 import { createHash } from "node:crypto";
 import * as ort from "onnxruntime-node";
+import { sessionOptions } from "../shared/ort-options.js";
 import { join } from "node:path";
 import { AudioAssembler } from "../shared/client.js";
 import { loadManifest, type Manifest } from "../shared/manifest.js";
@@ -57,7 +58,7 @@ export class InProcessPipeline {
       intraOpThreads,
     });
     const gpt = {} as GptSessions;
-    for (const g of ["t2s_encoder", "t2s_prefill", "t2s_step"] as const) gpt[g] = await ort.InferenceSession.create(join(modelDir, manifest.graphs[g].file), { intraOpNumThreads: intraOpThreads });
+    for (const g of ["t2s_encoder", "t2s_prefill", "t2s_step"] as const) gpt[g] = await ort.InferenceSession.create(join(modelDir, manifest.graphs[g].file), sessionOptions(intraOpThreads));
     return new InProcessPipeline(pool, gpt, manifest);
   }
 

@@ -125,6 +125,8 @@ export class GraphBuilder {
   private readonly names = new Set<string>();
   private readonly params = new Map<Tensor, string>();
   private readonly consts = new Map<string, string>();
+  /** Values renamed by `output(…, { direct: true })`: old name → graph output name. */
+  private readonly aliases = new Map<string, string>();
   private readonly scopes: string[] = [];
   private counter = 0;
 
@@ -165,12 +167,27 @@ export class GraphBuilder {
     return name;
   }
 
-  /** Declares `value` as a graph output called `name` (through an Identity when the names differ). */
-  output(value: string, name: string, type: DType, shape: readonly Dim[]): string {
+  /**
+   * Declares `value` as a graph output called `name` and returns `name`. When the names differ the
+   * output goes through an Identity node, unless `direct` is set and `value` is the output of a node of
+   * this graph that is not yet a graph output: then that node writes `name` itself (no Identity, so no
+   * copy at run time), and `value` stays usable as an alias of `name` in later calls.
+   */
+  output(value: string, name: string, type: DType, shape: readonly Dim[], opts: { direct?: boolean } = {}): string {
+    value = this.aliases.get(value) ?? value;
     if (value !== name) {
       if (this.names.has(name)) throw new Error(`${this.name}: duplicate value name ${name}`);
       this.names.add(name);
-      this.nodes.push({ opType: "Identity", input: [value], output: [name], name: this.fresh("Identity") });
+      const producer = opts.direct ? this.nodes.find((n) => n.output!.includes(value)) : undefined;
+      if (producer && !this.outputs.some((o) => o.name === value)) {
+        for (const n of this.nodes) {
+          n.output = n.output!.map((v) => (v === value ? name : v));
+          n.input = n.input!.map((v) => (v === value ? name : v));
+        }
+        this.aliases.set(value, name);
+      } else {
+        this.nodes.push({ opType: "Identity", input: [value], output: [name], name: this.fresh("Identity") });
+      }
     }
     this.outputs.push(valueInfo(name, type, shape));
     return name;
@@ -228,7 +245,8 @@ export class GraphBuilder {
     const outputs = Array.from({ length: n }, () => this.fresh(hint ?? type));
     const attribute_: O.IAttributeProto[] = [];
     for (const [k, v] of Object.entries(attrs)) if (v !== undefined) attribute_.push(attribute(k, v));
-    this.nodes.push({ opType: type, input: [...inputs], output: outputs, name: this.fresh(`node_${type}`), attribute: attribute_ });
+    const input = inputs.map((v) => this.aliases.get(v) ?? v);
+    this.nodes.push({ opType: type, input, output: outputs, name: this.fresh(`node_${type}`), attribute: attribute_ });
     return outputs;
   }
 
@@ -364,6 +382,16 @@ export class GraphBuilder {
   linear(x: string, p: LinearP): string {
     const y = this.matmul(x, this.param(p.w));
     return p.b ? this.add(y, this.param(p.b)) : y;
+  }
+
+  /**
+   * x·w + b as one Gemm, for a 2-D x [rows, in]. ORT runs it on pre-packed weights with the bias folded
+   * in, and fuses a following Relu into it (FusedGemm), where MatMul + Add over a 3-D x stays two ops.
+   */
+  gemm(x: string, p: LinearP): string {
+    const inputs = [x, this.param(p.w)];
+    if (p.b) inputs.push(this.param(p.b));
+    return this.op("Gemm", inputs);
   }
 
   /** LayerNormalization over the last axis. */

@@ -1,6 +1,7 @@
 /** The GPT engine in a worker thread: owns the sessions and every KV cache; the service's event loop never blocks. */
 import { parentPort, workerData } from "node:worker_threads";
 import * as ort from "onnxruntime-node";
+import { sessionOptions } from "../../shared/ort-options.js";
 import type { Manifest } from "../../shared/manifest.js";
 import { GptEngine, type EngineOptions, type GptRequest, type GptSessions } from "./engine.js";
 
@@ -13,7 +14,7 @@ interface Init {
 const init = workerData as Init;
 const port = parentPort!;
 
-const opts: ort.InferenceSession.SessionOptions = { intraOpNumThreads: init.intraOpThreads, interOpNumThreads: 1, executionMode: "sequential", graphOptimizationLevel: "all" };
+const opts = sessionOptions(init.intraOpThreads);
 const sessions = {} as GptSessions;
 try {
   for (const [name, path] of Object.entries(init.paths)) sessions[name as keyof GptSessions] = await ort.InferenceSession.create(path, opts);
