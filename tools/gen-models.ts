@@ -7,6 +7,7 @@
  *
  * The same preset and seed always give byte-identical files.
  */
+import { fromRoot } from "../shared/paths.js";
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { mkdir, rename, rm, writeFile } from "node:fs/promises";
@@ -632,28 +633,9 @@ export function isModelSetIntact(dir: string): boolean {
   }
 }
 
-/** The repository root: the nearest directory above this file holding gsv-pipeline's package.json. */
-export function repoRoot(from: string = dirname(fileURLToPath(import.meta.url))): string {
-  let fallback: string | undefined;
-  for (let dir = resolve(from); ; dir = dirname(dir)) {
-    const pkg = join(dir, "package.json");
-    if (existsSync(pkg)) {
-      fallback ??= dir;
-      try {
-        if ((JSON.parse(readFileSync(pkg, "utf8")) as { name?: unknown }).name === "gsv-pipeline") return dir;
-      } catch {
-        // not ours; keep looking
-      }
-    }
-    if (dirname(dir) === dir) break;
-  }
-  if (fallback) return fallback;
-  throw new Error(`no package.json above ${from}`);
-}
-
 /** The default directory of a preset's set: models/<preset> under the repository root. */
 export function defaultOutDir(preset: PresetName): string {
-  return join(repoRoot(), "models", preset);
+  return fromRoot("models", preset);
 }
 
 const USAGE = "usage: gen-models [--out DIR] [--preset tiny|bench] [--seed N] [--if-missing]";

@@ -3,32 +3,14 @@
  * index in the list. The list lives in symbols_v2.json next to this file's source; tools/derive-symbols.md
  * says how it was derived from upstream's `text/symbols2.py`.
  *
- * tsc does not copy the JSON into dist/, so the file is found by walking up from this module's directory
- * to the folder that holds package.json (the repository root) and reading it from there. That works the
- * same from services/text-frontend/ (tsx, tests) and from dist/services/text-frontend/ (built code).
+ * tsc does not copy the JSON into dist/, so it is read from the repository root (shared/paths.ts), which
+ * works the same from the sources and from dist/.
  */
-import { existsSync, readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-
-const RELATIVE_PATH = join("services", "text-frontend", "symbols_v2.json");
-
-function findSymbolFile(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(join(dir, "package.json"))) {
-      const candidate = join(dir, RELATIVE_PATH);
-      if (existsSync(candidate)) return candidate;
-    }
-    const parent = dirname(dir);
-    if (parent === dir) break;
-    dir = parent;
-  }
-  throw new Error(`symbol table ${RELATIVE_PATH} not found above ${dirname(fileURLToPath(import.meta.url))}`);
-}
+import { readFileSync } from "node:fs";
+import { fromRoot } from "../../shared/paths.js";
 
 function loadSymbols(): readonly string[] {
-  const file = findSymbolFile();
+  const file = fromRoot("services", "text-frontend", "symbols_v2.json");
   const parsed: unknown = JSON.parse(readFileSync(file, "utf8"));
   if (!Array.isArray(parsed) || !parsed.every((s) => typeof s === "string")) {
     throw new Error(`${file}: expected a JSON array of strings`);
