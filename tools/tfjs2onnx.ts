@@ -27,6 +27,7 @@
  * After writing, the model is loaded with onnxruntime-node and run on a small random input to check
  * that it loads, gives finite values and the expected output shape (`--no-check` skips it).
  */
+import { IR_VERSION, OPSET } from "./onnx-builder.js";
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
@@ -37,8 +38,7 @@ import type { onnx as O } from "onnx-proto";
 
 const { onnx } = onnxProto;
 
-export const IR_VERSION = 8;
-export const OPSET = 17;
+export { IR_VERSION, OPSET };
 
 // ─── tfjs model.json ─────────────────────────────────────────────────────────
 
