@@ -360,10 +360,26 @@ export class GptEngine {
     const kNew = Array.from({ length: d.layers }, (_, l) => out[`k_${l}`].data as Float32Array);
     const vNew = Array.from({ length: d.layers }, (_, l) => out[`v_${l}`].data as Float32Array);
     const rowSize = d.heads * d.headDim;
+    const Dh = d.headDim;
     for (let i = 0; i < b; i++) {
       const row = this.#rows[i];
       row.logits = logits.slice(i * vocab, (i + 1) * vocab);
-      this.#write(i, row.len, kNew.map((k) => k.subarray(i * rowSize, (i + 1) * rowSize)), vNew.map((v) => v.subarray(i * rowSize, (i + 1) * rowSize)), 1);
+      // The new position's K/V, [heads, 1, headDim] per row, go to slot position `len` (plain copies: this runs B·L·heads times a step).
+      for (let l = 0; l < d.layers; l++) {
+        const kl = this.#k[l];
+        const vl = this.#v[l];
+        const kn = kNew[l];
+        const vn = vNew[l];
+        for (let h = 0; h < d.heads; h++) {
+          const src = i * rowSize + h * Dh;
+          const dst = ((i * d.heads + h) * cap + row.len) * Dh;
+          for (let e = 0; e < Dh; e++) {
+            kl[dst + e] = kn[src + e];
+            vl[dst + e] = vn[src + e];
+          }
+        }
+      }
+      this.#mask[i * cap + row.len] = 1;
       row.len++;
       row.batchSum += b;
       row.batchSteps++;
