@@ -320,3 +320,45 @@ t.test("replicas - two vocoder replicas share the stage queue, and each reports 
     t.ok(s.batches && Object.keys(s.batches as object).length > 0, `reports its batch sizes ${JSON.stringify(s.batches)}`);
   }
 });
+
+t.test("gpt-semantic - a cancelled request stops decoding at once and frees its batch row", async (t) => {
+  const env = await withNats();
+  await ensureAllQueues(env.nc);
+  const voices = new VoiceStore(await voicesBucket(env.nc));
+  await voices.put("cancel.voice", { audioSha: "e".repeat(64), prompts: Int32Array.from({ length: 100 }, (_, i) => i), ge: new Float32Array(manifest.dims.ge.dim), refMel: new Float32Array(100 * 300), refMelFrames: 300, seconds: 4 });
+  const [svc] = await startServices(env.server.url, ["gpt-semantic"]);
+  t.teardown(async () => {
+    await svc.stop();
+    await env.stop();
+  });
+  // 700 phones: the length policy allows 1400 tokens, seconds of decoding on the tiny set.
+  const long: GptJob = { ...envelope("cancelme"), seg: 0, segCount: 1, voiceKey: "cancel.voice", promptIds: Int32Array.from([5, 6, 3]), textIds: Int32Array.from({ length: 700 }, (_, i) => (i * 11) % 732), params };
+  const engineState = async () => {
+    const m = await env.nc.request("tts.v1.status.gpt-semantic", new Uint8Array(), { timeout: 5000 });
+    return (decode(m.data) as { engines: { running: number; steps: number }[] }).engines[0];
+  };
+  const started = Date.now();
+  await env.nc.jetstream().publish(WorkQueues.gpt.subject, encode(long));
+  let running = 0;
+  for (let i = 0; i < 100 && running === 0; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    running = (await engineState()).running;
+  }
+  t.equal(running, 1, "the request is decoding");
+  env.nc.publish(Subjects.cancel("cancelme"));
+  let after = await engineState();
+  for (let i = 0; i < 50 && after.running !== 0; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    after = await engineState();
+  }
+  t.equal(after.running, 0, `its row is free ${Date.now() - started} ms after it started`);
+  const stepsAtCancel = after.steps;
+  t.ok(stepsAtCancel < 1000, `stopped after ${stepsAtCancel} steps, well before its 1400-token limit`);
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal((await engineState()).steps, stepsAtCancel, "no further decode steps run for it");
+  // Nothing was forwarded to the next stage, and the row serves the next request.
+  const next: GptJob = { ...envelope("afterCancel"), seg: 0, segCount: 1, voiceKey: "cancel.voice", promptIds: Int32Array.from([5, 6, 3]), textIds: Int32Array.from({ length: 8 }, (_, i) => i + 10), params };
+  await env.nc.jetstream().publish(WorkQueues.gpt.subject, encode(next));
+  const out = (await take(env.nc, "sovits", 1)).map((d) => decodeAs(SovitsJob, d));
+  t.same(out.map((j) => j.id), ["afterCancel"], "the cancelled request produced no output; the next one did");
+});
