@@ -21,6 +21,8 @@ Usage:
           [--steps 32] [--speed 1] [--url http://host:port]
       Speak TEXT to a WAV file. Without --url it starts a private pipeline, speaks, and stops it.
       Without --ref the bundled default voice is used.
+  gsv g2p [--lang en] [--split cut5] "TEXT"
+      Print the text frontend's segments as JSON: language, normalised text, phones, ids, word2ph.
   gsv vocode IN.wav [-o out.wav] [--url nats://host:4222] [--vocoder mb-melgan-ljspeech] [--rate 22050]
       Copy synthesis with a real, trained vocoder: WAV (any rate) → 22,050 Hz → LJSpeech mel → the
       vocoder service (GSV_VOCODER=NAME, subject tts.v1.vocode.NAME) → WAV. Without --url it starts
@@ -97,11 +99,22 @@ async function say(argv: string[]): Promise<void> {
   }
 }
 
+/** Pronunciation debugging: the frontend's segments as JSON, without starting anything. */
+async function g2p(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { lang: { type: "string", default: "en" }, split: { type: "string", default: "cut5" } } });
+  const { textToSegments } = await import("../services/text-frontend/frontend.js");
+  const { isSplitMethod } = await import("../services/text-frontend/split.js");
+  if (!isSplitMethod(values.split!)) throw new Error(`--split must be cut0..cut5, got ${values.split}`);
+  const segments = textToSegments(positionals.join(" "), values.lang!, values.split);
+  console.log(JSON.stringify({ lang: values.lang, segments: segments.map((s) => ({ text: s.text, lang: s.lang, normText: s.normText, phones: s.phones, ids: s.ids, word2ph: s.word2ph })) }, null, 2));
+}
+
 const [cmd, ...rest] = process.argv.slice(2);
 try {
   if (cmd === "up") await up(rest);
   else if (cmd === "say") await say(rest);
   else if (cmd === "vocode") await vocodeCli(rest);
+  else if (cmd === "g2p") await g2p(rest);
   else {
     console.log(HELP);
     if (cmd && cmd !== "help" && cmd !== "--help") process.exitCode = 2;
