@@ -138,3 +138,32 @@ t.test("pipeline - /health reports a replica of every stage", async (t) => {
   t.equal(body.status, "ok");
   for (const s of ["text-frontend", "gpt-semantic", "sovits-decoder", "vocoder"]) t.equal(body.replicas[s], 1, s);
 });
+
+t.test("pipeline - an HTTP client that disconnects cancels its request in the stages", async (t) => {
+  const nc = await connect({ servers: stack.natsUrl });
+  t.teardown(() => nc.close());
+  const { decode } = await import("../shared/codec.js");
+  const gptStatus = async () => decode((await nc.request("tts.v1.status.gpt-semantic", new Uint8Array(), { timeout: 5000 })).data) as { failed: number; engines: { running: number }[] };
+  const gptRunning = async () => (await gptStatus()).engines.reduce((n, e) => n + e.running, 0);
+  const failedBefore = (await gptStatus()).failed;
+  const abort = new AbortController();
+  // One long segment (no punctuation to split on): about a thousand tokens of decoding on the tiny set.
+  const text = Array.from({ length: 120 }, (_, i) => ["alpha", "bravo", "charlie", "delta"][i % 4]).join(" ");
+  const pending = fetch(`${stack.gatewayUrl}/tts`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ text, text_lang: "en", seed: 4, sample_steps: 2 }), signal: abort.signal }).catch((e: Error) => e);
+  let running = 0;
+  for (let i = 0; i < 200 && running === 0; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    running = await gptRunning();
+  }
+  t.ok(running >= 1, `the request is decoding in gpt-semantic (${running} rows)`);
+  abort.abort();
+  t.ok((await pending) instanceof Error, "the client gave up");
+  for (let i = 0; i < 100 && running > 0; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    running = await gptRunning();
+  }
+  t.equal(running, 0, "gpt-semantic stopped decoding it");
+  t.ok((await gptStatus()).failed > failedBefore, "its GPT job ended as cancelled, not by finishing");
+  const health = (await (await fetch(`${stack.gatewayUrl}/health`)).json()) as { inflight: number };
+  t.equal(health.inflight, 0, "the gateway no longer counts it");
+});
