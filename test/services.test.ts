@@ -14,11 +14,38 @@ import { fromRoot } from "../shared/paths.js";
 import { GptJob, ReplyEvent, SovitsJob, VocoderJob, VoicePrepareReply, type GenParams, type PreparedVoice, type TextJob } from "../shared/schemas.js";
 import { Subjects, WorkQueues, type Stage } from "../shared/subjects.js";
 import { VoiceStore } from "../shared/voices.js";
-import { startServices, withNats } from "./helpers/stack.js";
+import { startServices, withNats, type ServiceName, type ServiceProcess } from "./helpers/stack.js";
 
 const manifest = loadManifest(fromRoot("models", "tiny"));
 const params: GenParams = { topK: 15, topP: 1, temperature: 1, repetitionPenalty: 1.35, seed: 9, speed: 1, sampleSteps: 4, fragmentInterval: 0.3 };
 const envelope = (id: string) => ({ id, reply: Subjects.reply(id), deadline: Date.now() + 30_000, enqueuedAt: Date.now(), timings: [] });
+
+/**
+ * A real nats-server with the stage queues, and the service processes a test starts on it; one teardown
+ * stops the services first (they drain), then the server.
+ */
+async function stageEnv(t: { teardown(fn: () => unknown): void }) {
+  const env = await withNats();
+  await ensureAllQueues(env.nc);
+  const procs: ServiceProcess[] = [];
+  const cleanups: (() => void)[] = [];
+  t.teardown(async () => {
+    for (const f of cleanups) f();
+    await Promise.all(procs.map((p) => p.stop()));
+    await env.stop();
+  });
+  return {
+    ...env,
+    async start(names: ServiceName[]): Promise<ServiceProcess[]> {
+      const started = await startServices(env.server.url, names);
+      procs.push(...started);
+      return started;
+    },
+    onTeardown(f: () => void): void {
+      cleanups.push(f);
+    },
+  };
+}
 
 /** Read the next `n` messages a stage published into `stage`'s work queue (the test plays that stage). */
 async function take(nc: NatsConnection, stage: Stage, n: number): Promise<Uint8Array[]> {
@@ -36,16 +63,11 @@ async function take(nc: NatsConnection, stage: Stage, n: number): Promise<Uint8A
 }
 
 t.test("text-frontend - splits, phonemises, asks for the voice, fans out one GPT job per segment", async (t) => {
-  const env = await withNats();
-  await ensureAllQueues(env.nc);
+  const env = await stageEnv(t);
   // The test answers voice preparation itself, as sovits-decoder would.
   const prep = env.nc.subscribe(Subjects.voicePrepare, { callback: (_e, m) => m.respond(encode({ ok: true, voiceKey: "k.abc", promptTokens: 10, cached: true, ms: 1 })) });
-  const [svc] = await startServices(env.server.url, ["text-frontend"]);
-  t.teardown(async () => {
-    prep.unsubscribe();
-    await svc.stop();
-    await env.stop();
-  });
+  env.onTeardown(() => prep.unsubscribe());
+  await env.start(["text-frontend"]);
   const replies = env.nc.subscribe(Subjects.reply("tf1"));
   const job: TextJob = { ...envelope("tf1"), text: "Hello world. How are you today?", textLang: "en", splitMethod: "cut5", voice: { audioSha: "a".repeat(64), promptText: "This is the prompt.", promptLang: "en" }, params };
   await env.nc.jetstream().publish(WorkQueues.text.subject, encode(job));
@@ -70,15 +92,10 @@ t.test("text-frontend - splits, phonemises, asks for the voice, fans out one GPT
 });
 
 t.test("text-frontend - voice preparation errors reach the client with their code", async (t) => {
-  const env = await withNats();
-  await ensureAllQueues(env.nc);
+  const env = await stageEnv(t);
   const prep = env.nc.subscribe(Subjects.voicePrepare, { callback: (_e, m) => m.respond(encode({ ok: false, code: "REFERENCE_LENGTH", message: "the reference is 1.00 s long" })) });
-  const [svc] = await startServices(env.server.url, ["text-frontend"]);
-  t.teardown(async () => {
-    prep.unsubscribe();
-    await svc.stop();
-    await env.stop();
-  });
+  env.onTeardown(() => prep.unsubscribe());
+  await env.start(["text-frontend"]);
   const replies = env.nc.subscribe(Subjects.reply("tf2"));
   const job: TextJob = { ...envelope("tf2"), text: "Hello world.", textLang: "en", splitMethod: "cut5", voice: { audioSha: "b".repeat(64), promptText: "Prompt.", promptLang: "en" }, params };
   await env.nc.jetstream().publish(WorkQueues.text.subject, encode(job));
@@ -94,16 +111,11 @@ t.test("text-frontend - voice preparation errors reach the client with their cod
 });
 
 t.test("gpt-semantic - decodes a segment to tokens under the manifest's length policy, deterministic by seed", async (t) => {
-  const env = await withNats();
-  await ensureAllQueues(env.nc);
+  const env = await stageEnv(t);
   const voices = new VoiceStore(await voicesBucket(env.nc));
   const voice: PreparedVoice = { audioSha: "c".repeat(64), prompts: Int32Array.from({ length: 150 }, (_, i) => (i * 37) % 1024), ge: new Float32Array(manifest.dims.ge.dim), refMel: new Float32Array(100 * 500), refMelFrames: 500, seconds: 5.4 };
   await voices.put("test.voice", voice);
-  const [svc] = await startServices(env.server.url, ["gpt-semantic"]);
-  t.teardown(async () => {
-    await svc.stop();
-    await env.stop();
-  });
+  await env.start(["gpt-semantic"]);
   const textIds = Int32Array.from([10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 3]);
   const mk = (id: string, seed: number): GptJob => ({ ...envelope(id), seg: 0, segCount: 1, voiceKey: "test.voice", promptIds: Int32Array.from([5, 6, 7, 3]), textIds, params: { ...params, seed } });
   for (const [id, seed] of [["g1", 1], ["g2", 1], ["g3", 2]] as const) await env.nc.jetstream().publish(WorkQueues.gpt.subject, encode(mk(id, seed)));
@@ -120,13 +132,8 @@ t.test("gpt-semantic - decodes a segment to tokens under the manifest's length p
 });
 
 t.test("sovits-decoder - prepares a voice from the object store and decodes tokens to mel windows", async (t) => {
-  const env = await withNats();
-  await ensureAllQueues(env.nc);
-  const [svc] = await startServices(env.server.url, ["sovits-decoder"]);
-  t.teardown(async () => {
-    await svc.stop();
-    await env.stop();
-  });
+  const env = await stageEnv(t);
+  await env.start(["sovits-decoder"]);
   const wav = readFileSync(fromRoot("voices", "default.wav"));
   const sha = createHash("sha256").update(wav).digest("hex");
   const store = await refAudioStore(env.nc);
@@ -175,13 +182,8 @@ t.test("sovits-decoder - prepares a voice from the object store and decodes toke
 });
 
 t.test("vocoder - a mel window becomes 256 samples per frame on the reply subject", async (t) => {
-  const env = await withNats();
-  await ensureAllQueues(env.nc);
-  const [svc] = await startServices(env.server.url, ["vocoder"]);
-  t.teardown(async () => {
-    await svc.stop();
-    await env.stop();
-  });
+  const env = await stageEnv(t);
+  await env.start(["vocoder"]);
   const frames = 120;
   const mel = Float32Array.from({ length: 100 * frames }, (_, i) => -6 + 4 * Math.sin(i / 17));
   const job = { ...envelope("v1"), seg: 0, segCount: 1, win: 1, last: false, mel, frames, overlap: 12, tail: 12, tokens: 30, fragmentInterval: 0.3 };
@@ -202,13 +204,8 @@ t.test("vocoder - a mel window becomes 256 samples per frame on the reply subjec
 });
 
 t.test("sovits-decoder - Euler steps of concurrent jobs run batched and equal each job run alone", async (t) => {
-  const env = await withNats();
-  await ensureAllQueues(env.nc);
-  const [svc] = await startServices(env.server.url, ["sovits-decoder"]);
-  t.teardown(async () => {
-    await svc.stop();
-    await env.stop();
-  });
+  const env = await stageEnv(t);
+  await env.start(["sovits-decoder"]);
   const wav = readFileSync(fromRoot("voices", "default.wav"));
   const sha = createHash("sha256").update(wav).digest("hex");
   await (await refAudioStore(env.nc)).putBlob({ name: sha }, wav);
@@ -248,13 +245,8 @@ t.test("sovits-decoder - Euler steps of concurrent jobs run batched and equal ea
 });
 
 t.test("vocoder - windows of equal length arriving together are vocoded as one batch, equal to alone", async (t) => {
-  const env = await withNats();
-  await ensureAllQueues(env.nc);
-  const [svc] = await startServices(env.server.url, ["vocoder"]);
-  t.teardown(async () => {
-    await svc.stop();
-    await env.stop();
-  });
+  const env = await stageEnv(t);
+  await env.start(["vocoder"]);
   const frames = 200;
   const mel = (i: number) => Float32Array.from({ length: 100 * frames }, (_, k) => -6 + 3 * Math.sin(k / (13 + i)));
   const job = (id: string, i: number) => ({ ...envelope(id), seg: 0, segCount: 1, win: 0, last: true, mel: mel(i), frames, overlap: 0, tail: 0, tokens: 10, fragmentInterval: 0 });
@@ -289,13 +281,8 @@ t.test("vocoder - windows of equal length arriving together are vocoded as one b
 });
 
 t.test("replicas - two vocoder replicas share the stage queue, and each reports its queue and batches", async (t) => {
-  const env = await withNats();
-  await ensureAllQueues(env.nc);
-  const replicas = await startServices(env.server.url, ["vocoder", "vocoder"]);
-  t.teardown(async () => {
-    await Promise.all(replicas.map((r) => r.stop()));
-    await env.stop();
-  });
+  const env = await stageEnv(t);
+  await env.start(["vocoder", "vocoder"]);
   const n = 24;
   const frames = 64;
   const ids = Array.from({ length: n }, (_, i) => `rep${i}`);
@@ -322,15 +309,10 @@ t.test("replicas - two vocoder replicas share the stage queue, and each reports 
 });
 
 t.test("gpt-semantic - a cancelled request stops decoding at once and frees its batch row", async (t) => {
-  const env = await withNats();
-  await ensureAllQueues(env.nc);
+  const env = await stageEnv(t);
   const voices = new VoiceStore(await voicesBucket(env.nc));
   await voices.put("cancel.voice", { audioSha: "e".repeat(64), prompts: Int32Array.from({ length: 100 }, (_, i) => i), ge: new Float32Array(manifest.dims.ge.dim), refMel: new Float32Array(100 * 300), refMelFrames: 300, seconds: 4 });
-  const [svc] = await startServices(env.server.url, ["gpt-semantic"]);
-  t.teardown(async () => {
-    await svc.stop();
-    await env.stop();
-  });
+  await env.start(["gpt-semantic"]);
   // 700 phones: the length policy allows 1400 tokens, seconds of decoding on the tiny set.
   const long: GptJob = { ...envelope("cancelme"), seg: 0, segCount: 1, voiceKey: "cancel.voice", promptIds: Int32Array.from([5, 6, 3]), textIds: Int32Array.from({ length: 700 }, (_, i) => (i * 11) % 732), params };
   const engineState = async () => {

@@ -13,6 +13,7 @@ import { encodeWav, floatToInt16 } from "../../shared/dsp/index.js";
 import { GsvError, toGsvError } from "../../shared/errors.js";
 import { log } from "../../shared/log.js";
 import { TtsParams } from "../../shared/schemas.js";
+import { resolveSeed } from "../../shared/sampling.js";
 import { PREFIX, ServiceNames } from "../../shared/subjects.js";
 import { decode } from "../../shared/codec.js";
 
@@ -147,7 +148,7 @@ export class Gateway {
           topP: p.top_p,
           temperature: p.temperature,
           repetitionPenalty: p.repetition_penalty,
-          seed: p.seed === -1 ? Math.floor(Math.random() * 2 ** 32) : p.seed,
+          seed: resolveSeed(p.seed),
           speed: p.speed_factor,
           sampleSteps: p.sample_steps,
           fragmentInterval: p.fragment_interval,
