@@ -18,8 +18,8 @@ export interface SynthesisRequest {
   params: GenParams;
   id?: string;
   timeoutMs: number;
-  /** Ordered PCM pieces as soon as they can be played. */
-  onAudio?: (pcm: Float32Array) => void;
+  /** Ordered PCM pieces as soon as they can be played, with their sample rate. */
+  onAudio?: (pcm: Float32Array, sampleRate: number) => void;
   signal?: AbortSignal;
 }
 
@@ -148,7 +148,7 @@ export async function synthesize(nc: NatsConnection, req: SynthesisRequest): Pro
   const asm = new AudioAssembler((pcm) => {
     if (firstAudioMs < 0) firstAudioMs = Date.now() - t0;
     pieces.push(pcm);
-    req.onAudio?.(pcm);
+    req.onAudio?.(pcm, sampleRate);
   });
   const planTimings: Timing[] = [];
 

@@ -21,6 +21,10 @@ export const ErrorCodes = {
   STAGE_UNAVAILABLE: { status: 503, retry: true, message: "a stage service is not reachable" },
   MODEL_ERROR: { status: 500, retry: false, message: "a model failed to run" },
   INTERNAL: { status: 500, retry: false, message: "internal error" },
+  NOT_SUPPORTED: { status: 400, retry: false, message: "this parameter value or feature is not supported by this server" },
+  PAYLOAD_TOO_LARGE: { status: 413, retry: false, message: "the upload is larger than the configured maximum" },
+  ALREADY_EXISTS: { status: 409, retry: false, message: "a voice with this id already exists" },
+  ENCODER_UNAVAILABLE: { status: 501, retry: false, message: "the audio encoder (ffmpeg) is not installed" },
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -32,6 +32,8 @@ export const Buckets = {
   voices: "tts_voices",
   /** Object store: reference audio by content hash. */
   refAudio: "tts_ref_audio",
+  /** KV: registered voices (id → audio sha, prompt text and language); see shared/voice-registry.ts. */
+  voiceRegistry: "tts_voice_registry",
 } as const;
 
 /** The services-API name of each process. */

@@ -1,53 +1,114 @@
 /**
- * The HTTP face of the pipeline: upstream api_v2's `/tts` (GET and POST, same names and defaults),
- * plus /health. Requests are validated here, the reference audio goes to the object store by content
- * hash, and the pipeline is driven over NATS by shared/client.ts.
+ * The HTTP face of the pipeline. This file owns the server, routing, admission, reference-voice
+ * resolution and the one path into the pipeline (`synthesize`); the endpoints live in route modules:
+ *   routes/api-v2.ts  upstream api_v2 (/tts, /control, /set_refer_audio, /set_*_weights)
+ *   routes/openai.ts  OpenAI-compatible /v1/audio/speech, /v1/models
+ *   routes/voices.ts  the voice registry (/voices)
+ * Reference audio goes to the object store by content hash; shared/client.ts drives the stages.
  */
-import { createHash } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { readFile, realpath, stat } from "node:fs/promises";
 import { isAbsolute, join, sep } from "node:path";
-import type { NatsConnection, ObjectStore } from "nats";
+import { RequestStrategy, type NatsConnection, type ObjectStore } from "nats";
 import { synthesize, type SynthesisResult } from "../../shared/client.js";
-import { encodeWav, floatToInt16 } from "../../shared/dsp/index.js";
+import { decode } from "../../shared/codec.js";
 import { GsvError, toGsvError } from "../../shared/errors.js";
 import { log } from "../../shared/log.js";
-import { TtsParams } from "../../shared/schemas.js";
-import { resolveSeed } from "../../shared/sampling.js";
+import type { GenParams, TextJob } from "../../shared/schemas.js";
 import { PREFIX, ServiceNames } from "../../shared/subjects.js";
-import { decode } from "../../shared/codec.js";
+import { sha256Hex, VoiceRegistry } from "../../shared/voice-registry.js";
+import { errorBody, sendJson, VOICE_PREFIX, type Ctx, type ErrorStyle, type Route } from "./common.js";
+
+export { VOICE_PREFIX };
+import { apiV2Routes } from "./routes/api-v2.js";
+import { openaiRoutes } from "./routes/openai.js";
+import { voiceRoutes } from "./routes/voices.js";
 
 export interface GatewayOptions {
   nc: NatsConnection;
   refAudio: ObjectStore;
+  /** Registered voices (KV + object store); see shared/voice-registry.ts. */
+  registry: VoiceRegistry;
   voicesDir: string;
   requestTimeoutMs: number;
   maxInflight: number;
   maxBodyBytes?: number;
+  /** Largest accepted voice upload (GSV_MAX_UPLOAD_BYTES). */
+  maxUploadBytes?: number;
+  /** Called by /control?command=exit after the answer is sent: shut the process down gracefully. */
+  onExit?: () => void;
 }
 
 export const DEFAULT_VOICE = "default.wav";
 const MAX_REF_BYTES = 20 * 1024 * 1024;
 
+/** A reference voice ready to be named in a TextJob. */
+export interface ResolvedVoice {
+  audioSha: string;
+  /** The transcript that came with the voice (registry entry or a .txt beside the file), "" if none. */
+  promptText: string;
+  promptLang?: string;
+  /** How the request named it, for messages and the X-Gsv-Voice header. */
+  label: string;
+}
+
+/** One synthesis as the route modules describe it, before it becomes a TextJob. */
+export interface SynthJob {
+  text: string;
+  textLang: string;
+  splitMethod: TextJob["splitMethod"];
+  voice: ResolvedVoice;
+  /** The request's prompt text; "" falls back to the voice's own transcript. */
+  promptText: string;
+  promptLang?: string;
+  params: GenParams;
+  timeoutMs: number;
+  onAudio?: (pcm: Float32Array, sampleRate: number) => void;
+}
+
 export class Gateway {
-  #o: GatewayOptions;
-  #inflight = 0;
-  #uploaded = new Set<string>();
+  readonly o: GatewayOptions;
   readonly server: Server;
+  #inflight = 0;
+  #routes: Route[];
+  /** The reference used when a request names none: /set_refer_audio changes it, /control restart resets it. */
+  defaultRef = DEFAULT_VOICE;
 
   constructor(o: GatewayOptions) {
-    this.#o = o;
+    this.o = o;
+    this.#routes = [
+      ...apiV2Routes(this),
+      ...openaiRoutes(this),
+      ...voiceRoutes(this),
+      { method: "GET", path: "/health", handle: (ctx) => this.#health(ctx.res) },
+    ];
     this.server = createServer((req, res) => {
-      this.#route(req, res).catch((err) => this.#fail(res, toGsvError(err)));
+      this.#route(req, res);
     });
   }
 
-  async #route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  get inflight(): number {
+    return this.#inflight;
+  }
+
+  #route(req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url ?? "/", "http://localhost");
-    if (url.pathname === "/tts" && (req.method === "GET" || req.method === "POST")) return this.#tts(req, res, url);
-    if (url.pathname === "/health" && req.method === "GET") return this.#health(res);
-    if (url.pathname === "/tts") throw new GsvError("BAD_REQUEST", `method ${req.method} is not allowed on /tts`);
-    throw new GsvError("NOT_FOUND", `no route ${req.method} ${url.pathname}`);
+    let style: ErrorStyle = url.pathname.startsWith("/v1/") ? "openai" : "api_v2";
+    const run = async () => {
+      let pathMatched = false;
+      for (const r of this.#routes) {
+        const m = typeof r.path === "string" ? (r.path === url.pathname ? [url.pathname] : null) : r.path.exec(url.pathname);
+        if (!m) continue;
+        pathMatched = true;
+        if (r.method !== req.method) continue;
+        style = r.style ?? style;
+        const ctx: Ctx = { req, res, url, params: m.slice(1).map((s) => decodeURIComponent(s ?? "")) };
+        return r.handle(ctx);
+      }
+      if (pathMatched) throw new GsvError("BAD_REQUEST", `method ${req.method} is not allowed on ${url.pathname}`);
+      throw new GsvError("NOT_FOUND", `no route ${req.method} ${url.pathname}`);
+    };
+    run().catch((err) => this.fail(res, toGsvError(err), style));
   }
 
   async #health(res: ServerResponse): Promise<void> {
@@ -56,7 +117,7 @@ export class Gateway {
       if (name === "gateway") continue;
       stages[name] = 0;
       try {
-        const it = await this.#o.nc.requestMany(`${PREFIX}.status.${name}`, new Uint8Array(), { maxWait: 300 });
+        const it = await this.o.nc.requestMany(`${PREFIX}.status.${name}`, new Uint8Array(), { maxWait: 300 });
         for await (const m of it) {
           decode(m.data);
           stages[name]++;
@@ -66,140 +127,109 @@ export class Gateway {
       }
     }
     const ok = Object.values(stages).every((n) => n > 0);
-    this.#json(res, ok ? 200 : 503, { status: ok ? "ok" : "degraded", replicas: stages, inflight: this.#inflight });
+    sendJson(res, ok ? 200 : 503, { status: ok ? "ok" : "degraded", replicas: stages, inflight: this.#inflight });
   }
 
-  async #params(req: IncomingMessage, url: URL): Promise<TtsParams> {
-    let raw: Record<string, unknown>;
-    if (req.method === "GET") {
-      raw = {};
-      for (const [k, v] of url.searchParams) raw[k] = v;
-    } else {
-      const body = await readBody(req, this.#o.maxBodyBytes ?? 1024 * 1024);
-      try {
-        raw = JSON.parse(body.toString("utf8"));
-      } catch {
-        throw new GsvError("BAD_REQUEST", "the body is not valid JSON");
-      }
-      if (!raw || typeof raw !== "object" || Array.isArray(raw)) throw new GsvError("BAD_REQUEST", "the body must be a JSON object");
+  /**
+   * A reference as api_v2 names it: "voice:<id>" (a registered voice), or a path that must resolve
+   * (links followed) inside the voices directory. Empty means the current default reference.
+   */
+  async resolveVoice(ref: string | undefined): Promise<ResolvedVoice> {
+    const spec = ref && ref.trim() ? ref : this.defaultRef;
+    if (spec.startsWith(VOICE_PREFIX)) {
+      const v = await this.o.registry.require(spec.slice(VOICE_PREFIX.length));
+      return { audioSha: v.audioSha, promptText: v.promptText, promptLang: v.promptLang, label: spec };
     }
-    const parsed = TtsParams.safeParse(raw);
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      const field = issue?.path.join(".") || "request";
-      const code = field === "text" ? "MISSING_TEXT" : "BAD_PARAMETER";
-      throw new GsvError(code, `${field}: ${issue?.message}`);
-    }
-    if (!parsed.data.text.trim()) throw new GsvError("MISSING_TEXT", "text: must not be empty");
-    return parsed.data;
+    const file = await this.readVoiceFile(spec);
+    const audioSha = sha256Hex(file.bytes);
+    await this.o.registry.putAudio(audioSha, file.bytes);
+    return { audioSha, promptText: file.promptText, label: spec };
   }
 
-  /** A reference path is opened only if it resolves (links followed) inside the voices directory. */
-  async #resolveVoice(p: TtsParams): Promise<{ bytes: Uint8Array; promptText: string }> {
-    const dir = await realpath(this.#o.voicesDir);
-    const rel = p.ref_audio_path ?? DEFAULT_VOICE;
+  /** Read a reference file from the voices directory (and its .txt transcript beside it, if any). */
+  async readVoiceFile(rel: string): Promise<{ bytes: Uint8Array; promptText: string; real: string }> {
+    const dir = await realpath(this.o.voicesDir);
+    const shown = JSON.stringify(rel);
     const candidate = isAbsolute(rel) ? rel : join(dir, rel);
     let real: string;
     try {
       real = await realpath(candidate);
     } catch {
-      if (!candidate.startsWith(dir + sep)) throw new GsvError("PATH_NOT_ALLOWED", `ref_audio_path ${JSON.stringify(rel)} is outside the voices directory`);
-      throw new GsvError("NOT_FOUND", `ref_audio_path ${JSON.stringify(rel)} does not exist in the voices directory`);
+      if (!candidate.startsWith(dir + sep)) throw new GsvError("PATH_NOT_ALLOWED", `ref_audio_path ${shown} is outside the voices directory`);
+      throw new GsvError("NOT_FOUND", `ref_audio_path ${shown} does not exist in the voices directory`);
     }
-    if (!real.startsWith(dir + sep)) throw new GsvError("PATH_NOT_ALLOWED", `ref_audio_path ${JSON.stringify(rel)} is outside the voices directory`);
+    if (!real.startsWith(dir + sep)) throw new GsvError("PATH_NOT_ALLOWED", `ref_audio_path ${shown} is outside the voices directory`);
     const st = await stat(real);
-    if (!st.isFile()) throw new GsvError("BAD_AUDIO", `ref_audio_path ${JSON.stringify(rel)} is not a file`);
+    if (!st.isFile()) throw new GsvError("BAD_AUDIO", `ref_audio_path ${shown} is not a file`);
     if (st.size > MAX_REF_BYTES) throw new GsvError("BAD_AUDIO", `the reference file is larger than ${MAX_REF_BYTES} bytes`);
-    let promptText = p.prompt_text.trim();
-    if (!promptText) {
-      // A voice may ship its transcript beside it (voice.wav + voice.txt), as the bundled default does.
-      const txt = real.replace(/\.[^./\\]+$/, "") + ".txt";
-      promptText = (await readFile(txt, "utf8").catch(() => "")).trim();
-    }
-    if (!promptText) throw new GsvError("BAD_PARAMETER", "prompt_text is required for v3 (it has no reference-free mode)");
-    return { bytes: await readFile(real), promptText };
+    // A voice may ship its transcript beside it (voice.wav + voice.txt), as the bundled default does.
+    const txt = real.replace(/\.[^./\\]+$/, "") + ".txt";
+    const promptText = (await readFile(txt, "utf8").catch(() => "")).trim();
+    return { bytes: await readFile(real), promptText, real };
   }
 
-  async #tts(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
-    const t0 = Date.now();
-    const p = await this.#params(req, url);
-    if (this.#inflight >= this.#o.maxInflight) {
-      res.setHeader("Retry-After", "1");
-      throw new GsvError("OVERLOADED", `${this.#inflight} requests in flight; try again shortly`);
+  /**
+   * Run one request through the pipeline, counted against the in-flight limit. `signal` aborts it
+   * (the HTTP client went away): the stages are told to cancel.
+   */
+  async synthesize(job: SynthJob, signal: AbortSignal): Promise<SynthesisResult> {
+    if (this.#inflight >= this.o.maxInflight) {
+      throw Object.assign(new GsvError("OVERLOADED", `${this.#inflight} requests in flight; try again shortly`), { retryAfter: 1 });
     }
+    const promptText = job.promptText.trim() || job.voice.promptText;
+    if (!promptText) throw new GsvError("BAD_PARAMETER", "prompt_text is required for v3 (it has no reference-free mode)");
     this.#inflight++;
+    try {
+      return await synthesize(this.o.nc, {
+        text: job.text,
+        textLang: job.textLang,
+        splitMethod: job.splitMethod,
+        voice: { audioSha: job.voice.audioSha, promptText, promptLang: job.promptLang ?? job.voice.promptLang ?? "en" },
+        params: job.params,
+        timeoutMs: job.timeoutMs || this.o.requestTimeoutMs,
+        signal,
+        onAudio: job.onAudio,
+      });
+    } finally {
+      this.#inflight--;
+    }
+  }
+
+  /** /control?command=restart: forget run-time changes made by earlier requests. */
+  restart(): void {
+    this.defaultRef = DEFAULT_VOICE;
+  }
+
+  /** Names of the model sets the gpt-semantic replicas serve (their services-API metadata). */
+  async servedModelSets(): Promise<string[]> {
+    const names = new Set<string>();
+    try {
+      const it = await this.o.nc.services.client({ maxWait: 500, strategy: RequestStrategy.Timer }).info(ServiceNames.gpt);
+      for await (const info of it) if (info.metadata?.modelSet) names.add(info.metadata.modelSet);
+    } catch {
+      // no replica answered
+    }
+    return [...names];
+  }
+
+  /** An AbortSignal that fires when the client disconnects before the answer is complete. */
+  clientGone(res: ServerResponse): { signal: AbortSignal; done(): void } {
     const abort = new AbortController();
     const onClose = () => {
       if (!res.writableEnded) abort.abort();
     };
     res.on("close", onClose);
-    try {
-      const voice = await this.#resolveVoice(p);
-      const audioSha = createHash("sha256").update(voice.bytes).digest("hex");
-      await this.#upload(audioSha, voice.bytes);
-      const gatewayMs = Date.now() - t0;
-      const result = await synthesize(this.#o.nc, {
-        text: p.text,
-        textLang: p.text_lang,
-        splitMethod: p.text_split_method,
-        voice: { audioSha, promptText: voice.promptText, promptLang: p.prompt_lang },
-        params: {
-          topK: p.top_k,
-          topP: p.top_p,
-          temperature: p.temperature,
-          repetitionPenalty: p.repetition_penalty,
-          seed: resolveSeed(p.seed),
-          speed: p.speed_factor,
-          sampleSteps: p.sample_steps,
-          fragmentInterval: p.fragment_interval,
-        },
-        timeoutMs: p.timeout_ms || this.#o.requestTimeoutMs,
-        signal: abort.signal,
-      });
-      this.#sendAudio(res, p.media_type, result, gatewayMs);
-    } finally {
-      this.#inflight--;
-      res.off("close", onClose);
-    }
+    return { signal: abort.signal, done: () => res.off("close", onClose) };
   }
 
-  async #upload(sha: string, bytes: Uint8Array): Promise<void> {
-    if (this.#uploaded.has(sha)) return;
-    const info = await this.#o.refAudio.info(sha);
-    if (!info) await this.#o.refAudio.putBlob({ name: sha }, bytes);
-    this.#uploaded.add(sha);
-  }
-
-  #sendAudio(res: ServerResponse, media: "wav" | "raw", r: SynthesisResult, gatewayMs: number): void {
-    const body = media === "wav" ? encodeWav(r.pcm, r.sampleRate) : new Uint8Array(floatToInt16(r.pcm).buffer);
-    const timing = [`gateway;dur=${gatewayMs}`, ...r.stages.flatMap((s) => [`${s.stage};dur=${s.computeMs};desc="compute x${s.units}"`, `${s.stage}-queue;dur=${s.queueMs}`]), `total;dur=${r.totalMs}`];
-    res.writeHead(200, {
-      "Content-Type": media === "wav" ? "audio/wav" : "audio/raw",
-      "Content-Length": body.length,
-      "Server-Timing": timing.join(", "),
-      "X-Request-Id": r.id,
-      "X-Gsv-Segments": String(r.segments),
-      "X-Gsv-Tokens": r.tokens.join(","),
-      "X-Gsv-Sample-Rate": String(r.sampleRate),
-      "X-Gsv-Stages": JSON.stringify(r.stages),
-    });
-    res.end(body);
-  }
-
-  #json(res: ServerResponse, status: number, body: unknown): void {
-    const data = JSON.stringify(body);
-    res.writeHead(status, { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(data) });
-    res.end(data);
-  }
-
-  #fail(res: ServerResponse, e: GsvError): void {
+  fail(res: ServerResponse, e: GsvError, style: ErrorStyle): void {
     if (e.code === "INTERNAL") log.error("gateway: " + e.message);
     if (res.headersSent) {
       res.destroy();
       return;
     }
-    // Upstream answers errors as {"message", "Exception"}; we add the code.
-    this.#json(res, e.status, { code: e.code, message: e.message, Exception: e.message });
+    const retryAfter = (e as GsvError & { retryAfter?: number }).retryAfter;
+    sendJson(res, e.status, errorBody(e, style), retryAfter ? { "Retry-After": String(retryAfter) } : {});
   }
 
   listen(port: number, host: string): Promise<number> {
@@ -215,22 +245,4 @@ export class Gateway {
   close(): Promise<void> {
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
-}
-
-function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let n = 0;
-    req.on("data", (c: Buffer) => {
-      n += c.length;
-      if (n > max) {
-        reject(new GsvError("TEXT_TOO_LONG", `the request body is larger than ${max} bytes`));
-        req.destroy();
-        return;
-      }
-      chunks.push(c);
-    });
-    req.on("end", () => resolve(Buffer.concat(chunks)));
-    req.on("error", reject);
-  });
 }

@@ -3,18 +3,25 @@ import { loadConfig } from "../../shared/config.js";
 import { log } from "../../shared/log.js";
 import { connectNats, ensureAllQueues, refAudioStore, voicesBucket } from "../../shared/nats.js";
 import { runUntilSignalled } from "../../shared/stage.js";
+import { VoiceRegistry, voiceRegistryBucket } from "../../shared/voice-registry.js";
 import { Gateway } from "./http.js";
+import { DEFAULT_MAX_UPLOAD_BYTES } from "./routes/voices.js";
 
 const cfg = loadConfig("gateway");
 const nc = await connectNats({ url: cfg.natsUrl, name: cfg.replica });
 await ensureAllQueues(nc);
 await voicesBucket(nc);
+const refAudio = await refAudioStore(nc);
 const gw = new Gateway({
   nc,
-  refAudio: await refAudioStore(nc),
+  refAudio,
+  registry: new VoiceRegistry(await voiceRegistryBucket(nc), refAudio),
   voicesDir: cfg.voicesDir,
   requestTimeoutMs: cfg.requestTimeoutMs,
   maxInflight: Number(process.env.GSV_MAX_INFLIGHT ?? 64),
+  maxUploadBytes: Number(process.env.GSV_MAX_UPLOAD_BYTES ?? DEFAULT_MAX_UPLOAD_BYTES),
+  // /control?command=exit: the same graceful path as SIGTERM (stop accepting, finish in-flight, drain NATS).
+  onExit: () => process.kill(process.pid, "SIGTERM"),
 });
 const port = await gw.listen(cfg.port, cfg.host);
 const url = `http://${cfg.host}:${port}`;
