@@ -69,7 +69,7 @@ export const streamingParam = z.preprocess(
 );
 
 export const ApiV2Params = z.object({
-  text: z.string({ error: "text is required" }),
+  text: z.string({ error: (iss) => (iss.input === undefined || iss.input === null ? "text is required" : "text: must be a string") }),
   text_lang: z.string({ error: "text_lang is required" }).transform((s) => s.toLowerCase()),
   ref_audio_path: optString,
   aux_ref_audio_paths: z.preprocess((v) => (v === null ? undefined : typeof v === "string" ? [v] : v), z.array(z.string(), { error: "must be a list of strings" }).optional()),
@@ -101,10 +101,10 @@ export const ApiV2Params = z.object({
 export type ApiV2Params = z.infer<typeof ApiV2Params>;
 
 /** The first schema issue as a coded error that names the field. */
-export function paramError(error: z.ZodError): GsvError {
+export function paramError(error: z.ZodError, raw: Record<string, unknown> = {}): GsvError {
   const issue = error.issues[0];
   const field = issue?.path.join(".") || "request";
-  const code = field === "text" ? "MISSING_TEXT" : "BAD_PARAMETER";
+  const code = field === "text" && (raw.text === undefined || raw.text === null) ? "MISSING_TEXT" : "BAD_PARAMETER";
   const msg = issue?.message ?? "invalid";
   return new GsvError(code, msg.startsWith(field) || msg.startsWith("the value of") ? msg : `${field}: ${msg}`);
 }
@@ -112,7 +112,7 @@ export function paramError(error: z.ZodError): GsvError {
 /** Validate api_v2 parameters; NOT_SUPPORTED for what upstream accepts but we cannot do. */
 export function parseApiV2(raw: Record<string, unknown>): ApiV2Params {
   const parsed = ApiV2Params.safeParse(raw);
-  if (!parsed.success) throw paramError(parsed.error);
+  if (!parsed.success) throw paramError(parsed.error, raw);
   const p = parsed.data;
   if (!p.text.trim()) throw new GsvError("MISSING_TEXT", "text is required");
   if (!p.text_lang.trim()) throw new GsvError("BAD_PARAMETER", "text_lang is required");

@@ -70,8 +70,7 @@ async function handleSpeech(gw: Gateway, ctx: Ctx): Promise<void> {
   const raw = await readJsonObject(ctx.req, gw.o.maxBodyBytes ?? 1024 * 1024);
   const parsed = SpeechRequest.safeParse(raw);
   if (!parsed.success) {
-    const e = paramError(parsed.error);
-    throw e.code === "MISSING_TEXT" ? new GsvError("BAD_PARAMETER", e.message) : e;
+    throw paramError(parsed.error);
   }
   const p = parsed.data;
   if (!p.input.trim()) throw new GsvError("MISSING_TEXT", "input: must not be empty");
