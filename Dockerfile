@@ -1,6 +1,8 @@
 # One image for every service; the command picks the service (see docker-compose.yml).
 FROM node:20-bookworm-slim
 WORKDIR /app
+# ffmpeg: the gateway's ogg/aac/mp3/flac/opus encoders (docs/audio-formats.md).
+RUN apt-get update && apt-get install -y --no-install-recommends ffmpeg && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json .npmrc tsconfig.json ./
 COPY shared shared
 COPY services services
