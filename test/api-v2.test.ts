@@ -195,6 +195,11 @@ t.test("api_v2 - /set_refer_audio changes the default reference; /control restar
 
   t.equal((await call("/control")).json.code, "BAD_PARAMETER", "command is required");
   t.match((await call("/control?command=reboot")).json.message, /restart, exit/);
+  await call("/set_refer_audio?refer_audio_path=other.wav");
+  const postRestart = await post({ command: "restart" }, "/control");
+  t.equal(postRestart.status, 200, "POST /control with a JSON body, as upstream's docstring shows");
+  t.equal((await post(base)).headers.get("x-gsv-voice"), "default.wav", "POST restart reset it");
+  await call("/set_refer_audio?refer_audio_path=other.wav");
   const restart = await call("/control?command=restart");
   t.equal(restart.status, 200);
   const reset = await post(base);

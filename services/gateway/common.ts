@@ -3,13 +3,13 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { GsvError } from "../../shared/errors.js";
 import type { SynthesisResult } from "../../shared/client.js";
 
+/** Prefix that names a registered voice wherever a reference path is accepted ("voice:<id>"). */
+export const VOICE_PREFIX = "voice:";
+
 /**
  * How a route family renders errors: `api_v2` as upstream plus our code ({"code", "message",
  * "Exception"}), `openai` as OpenAI's API does ({"error": {"message", "type", "param", "code"}}).
  */
-/** Prefix that names a registered voice wherever a reference path is accepted ("voice:<id>"). */
-export const VOICE_PREFIX = "voice:";
-
 export type ErrorStyle = "api_v2" | "openai";
 
 export interface Ctx {

@@ -132,8 +132,9 @@ export function parseApiV2(raw: Record<string, unknown>): ApiV2Params {
 export function queryToObject(url: URL): Record<string, unknown> {
   const raw: Record<string, unknown> = {};
   for (const [k, v] of url.searchParams) {
-    if (k === "aux_ref_audio_paths") (raw[k] as string[] | undefined)?.push(v) ?? (raw[k] = [v]);
-    else raw[k] = v;
+    if (k !== "aux_ref_audio_paths") raw[k] = v;
+    else if (Array.isArray(raw[k])) (raw[k] as string[]).push(v);
+    else raw[k] = [v];
   }
   return raw;
 }
