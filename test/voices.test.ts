@@ -97,6 +97,10 @@ t.test("voices - upload a WAV, list it, speak with it by api_v2 and OpenAI, dele
   t.equal(after.status, 404);
   t.equal(after.json?.code, "NOT_FOUND");
   t.equal((await fetch(`${url}/voices/alice`, { method: "DELETE" })).status, 404, "deleting twice is NOT_FOUND");
+  const again = await upload({ id: "alice", prompt_text: transcript }, { bytes: wav, name: "alice.wav" });
+  t.equal(again.status, 201, "a deleted id can be registered again");
+  t.equal((await tts({ ref_audio_path: "voice:alice" })).status, 200, "and is usable at once");
+  t.equal((await fetch(`${url}/voices/alice`, { method: "DELETE" })).status, 200);
   t.equal((await tts({ ref_audio_path: "default.wav" })).status, 200, "the same recording by path still works (its audio is uploaded again)");
 });
 
