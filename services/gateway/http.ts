@@ -3,7 +3,7 @@
  * plus /health. Requests are validated here, the reference audio goes to the object store by content
  * hash, and the pipeline is driven over NATS by shared/client.ts.
  */
-import { createHash } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { readFile, realpath, stat } from "node:fs/promises";
 import { isAbsolute, join, sep } from "node:path";
@@ -16,6 +16,9 @@ import { TtsParams } from "../../shared/schemas.js";
 import { resolveSeed } from "../../shared/sampling.js";
 import { PREFIX, ServiceNames } from "../../shared/subjects.js";
 import { decode } from "../../shared/codec.js";
+import { CONTENT_TYPE, metrics } from "../../shared/metrics.js";
+import { parseTraceparent, SpanKind, tracer, withSpan } from "../../shared/trace.js";
+import { GatewayObserver } from "./observe.js";
 
 export interface GatewayOptions {
   nc: NatsConnection;
@@ -34,18 +37,32 @@ export class Gateway {
   #inflight = 0;
   #uploaded = new Set<string>();
   readonly server: Server;
+  /** Metrics, recent requests and status (services/gateway/observe.ts). */
+  readonly observer = new GatewayObserver();
 
   constructor(o: GatewayOptions) {
     this.#o = o;
     this.server = createServer((req, res) => {
+      const t0 = performance.now();
+      const route = GatewayObserver.route(new URL(req.url ?? "/", "http://localhost").pathname);
+      res.once("close", () => this.observer.answered(route, res.statusCode, (performance.now() - t0) / 1000, (res as ServerResponse & { gsvCode?: string }).gsvCode));
       this.#route(req, res).catch((err) => this.#fail(res, toGsvError(err)));
     });
+  }
+
+  get inflight(): number {
+    return this.#inflight;
   }
 
   async #route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "http://localhost");
     if (url.pathname === "/tts" && (req.method === "GET" || req.method === "POST")) return this.#tts(req, res, url);
     if (url.pathname === "/health" && req.method === "GET") return this.#health(res);
+    if (url.pathname === "/metrics" && req.method === "GET") {
+      const body = await metrics.render();
+      res.writeHead(200, { "Content-Type": CONTENT_TYPE, "Content-Length": Buffer.byteLength(body) }).end(body);
+      return;
+    }
     if (url.pathname === "/tts") throw new GsvError("BAD_REQUEST", `method ${req.method} is not allowed on /tts`);
     throw new GsvError("NOT_FOUND", `no route ${req.method} ${url.pathname}`);
   }
@@ -122,6 +139,40 @@ export class Gateway {
 
   async #tts(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     const t0 = Date.now();
+    const id = randomUUID().replaceAll("-", "");
+    // Continue the caller's trace (W3C traceparent), or start one.
+    const parent = parseTraceparent(req.headers.traceparent as string | undefined, req.headers.tracestate as string | undefined);
+    const span = tracer.startSpan(`${req.method} /tts`, { parent: parent ?? null, kind: SpanKind.SERVER, attributes: { "http.request.method": req.method, "url.path": "/tts", "gsv.request_id": id } });
+    res.setHeader("X-Request-Id", id);
+    const rec: { queuedAt?: number; result?: SynthesisResult } = {};
+    try {
+      await withSpan(span, () => this.#ttsTraced(req, res, url, id, t0, rec));
+      span.setAttribute("http.response.status_code", res.statusCode);
+    } catch (err) {
+      const e = toGsvError(err);
+      span.setAttribute("http.response.status_code", e.status).setError(e.code, e.message);
+      (res as ServerResponse & { gsvCode?: string }).gsvCode = e.code;
+      this.observer.record({ id, traceId: span.context.traceId, receivedAt: t0, queuedAt: rec.queuedAt, doneAt: Date.now(), status: e.status, code: e.code, timings: [] });
+      throw err;
+    } finally {
+      span.end();
+    }
+    const r = rec.result!;
+    this.observer.record({
+      id,
+      traceId: span.context.traceId,
+      receivedAt: t0,
+      queuedAt: r.startedAt,
+      firstAudioAt: r.firstAudioMs >= 0 ? r.startedAt + r.firstAudioMs : undefined,
+      doneAt: Date.now(),
+      status: res.statusCode,
+      segments: r.segments,
+      audioSeconds: r.pcm.length / r.sampleRate,
+      timings: r.timings,
+    });
+  }
+
+  async #ttsTraced(req: IncomingMessage, res: ServerResponse, url: URL, id: string, t0: number, rec: { queuedAt?: number; result?: SynthesisResult }): Promise<void> {
     const p = await this.#params(req, url);
     if (this.#inflight >= this.#o.maxInflight) {
       res.setHeader("Retry-After", "1");
@@ -138,7 +189,9 @@ export class Gateway {
       const audioSha = createHash("sha256").update(voice.bytes).digest("hex");
       await this.#upload(audioSha, voice.bytes);
       const gatewayMs = Date.now() - t0;
+      rec.queuedAt = Date.now();
       const result = await synthesize(this.#o.nc, {
+        id,
         text: p.text,
         textLang: p.text_lang,
         splitMethod: p.text_split_method,
@@ -156,6 +209,7 @@ export class Gateway {
         timeoutMs: p.timeout_ms || this.#o.requestTimeoutMs,
         signal: abort.signal,
       });
+      rec.result = result;
       this.#sendAudio(res, p.media_type, result, gatewayMs);
     } finally {
       this.#inflight--;
@@ -193,6 +247,7 @@ export class Gateway {
   }
 
   #fail(res: ServerResponse, e: GsvError): void {
+    (res as ServerResponse & { gsvCode?: string }).gsvCode ??= e.code;
     if (e.code === "INTERNAL") log.error("gateway: " + e.message);
     if (res.headersSent) {
       res.destroy();
@@ -213,7 +268,7 @@ export class Gateway {
   }
 
   close(): Promise<void> {
-    return new Promise((resolve) => this.server.close(() => resolve()));
+    return new Promise<void>((resolve) => this.server.close(() => resolve())).then(() => this.observer.close());
   }
 }
 

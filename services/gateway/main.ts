@@ -4,6 +4,7 @@ import { log } from "../../shared/log.js";
 import { connectNats, ensureAllQueues, refAudioStore, voicesBucket } from "../../shared/nats.js";
 import { runUntilSignalled } from "../../shared/stage.js";
 import { Gateway } from "./http.js";
+import { tracer } from "../../shared/trace.js";
 
 const cfg = loadConfig("gateway");
 const nc = await connectNats({ url: cfg.natsUrl, name: cfg.replica });
@@ -16,8 +17,10 @@ const gw = new Gateway({
   requestTimeoutMs: cfg.requestTimeoutMs,
   maxInflight: Number(process.env.GSV_MAX_INFLIGHT ?? 64),
 });
+tracer.init("gateway", cfg.replica);
 const port = await gw.listen(cfg.port, cfg.host);
 const url = `http://${cfg.host}:${port}`;
+await gw.observer.register(nc, cfg.replica, () => gw.inflight, { url, metrics: `${url}/metrics` });
 log.info("gateway ready", { url });
 process.stdout.write(JSON.stringify({ ready: "gateway", url }) + "\n");
 runUntilSignalled("gateway", async () => {
