@@ -39,7 +39,7 @@ interface BatchFigures {
   size: Recent;
   step: Recent;
   tokens: Recent;
-  total: { batches: number; rows: number; tokens: number };
+  total: { batches: number; rows: number; tokens: number; stepMs: number };
 }
 
 const batchFigures = new Map<string, BatchFigures>();
@@ -51,7 +51,7 @@ const batchFigures = new Map<string, BatchFigures>();
 export function recordBatch(stage: Stage, op: string, b: BatchInfo): void {
   const labels = { stage, op };
   let f = batchFigures.get(`${stage}:${op}`);
-  if (!f) batchFigures.set(`${stage}:${op}`, (f = { size: new Recent(), step: new Recent(), tokens: new Recent(), total: { batches: 0, rows: 0, tokens: 0 } }));
+  if (!f) batchFigures.set(`${stage}:${op}`, (f = { size: new Recent(), step: new Recent(), tokens: new Recent(), total: { batches: 0, rows: 0, tokens: 0, stepMs: 0 } }));
   const steps = b.steps ?? 1;
   const each = b.stepMs ?? Array.from({ length: steps }, () => (b.endMs - b.startMs) / steps);
   for (const ms of each) {
@@ -59,6 +59,7 @@ export function recordBatch(stage: Stage, op: string, b: BatchInfo): void {
     stepTime().observe(labels, ms / 1000);
     f.size.add(b.size);
     f.step.add(ms);
+    f.total.stepMs += ms;
   }
   f.total.batches += each.length;
   f.total.rows += b.size * each.length;
@@ -168,6 +169,7 @@ export class StageObserver {
       batches[key.slice(s.length + 1)] = {
         steps: f.total.batches,
         meanBatch: f.total.batches ? f.total.rows / f.total.batches : 0,
+        meanStepMs: f.total.batches ? f.total.stepMs / f.total.batches : 0,
         tokens: f.total.tokens,
         recent: { steps: size.count, meanBatch: size.mean, maxBatch: size.max, meanStepMs: step.mean, maxStepMs: step.max, stepsPerSec: size.count / 10, tokensPerSec: tokens.perSec },
       };

@@ -30,6 +30,7 @@ export interface TopRow {
 interface BatchFig {
   steps: number;
   meanBatch: number;
+  meanStepMs: number;
   recent: { steps: number; meanBatch: number; meanStepMs: number; tokensPerSec: number };
 }
 
@@ -92,13 +93,17 @@ export async function snapshot(nc: NatsConnection, maxWait = 500): Promise<TopRo
           }
           if (b.recent.tokensPerSec || b.steps) row.tokensPerSec = (row.tokensPerSec ?? 0) + b.recent.tokensPerSec;
         }
-        if (batchSteps === 0)
-          for (const b of Object.values(f.batches))
+      }
+      // Nothing ran in the last 10 s: show the figures since start.
+      if (batchSteps === 0)
+        for (const s of all)
+          for (const b of Object.values(s.figures?.batches ?? {}))
             if (b.steps) {
               batchRows += b.meanBatch * b.steps;
               batchSteps += b.steps;
+              stepSum += b.meanStepMs * b.steps;
+              stepN += b.steps;
             }
-      }
       if (service !== ServiceNames.gateway) {
         row.batch = batchSteps ? batchRows / batchSteps : service === ServiceNames.text && row.done ? 1 : undefined;
         row.stepMs = stepN ? stepSum / stepN : undefined;
@@ -133,7 +138,7 @@ export function renderTop(rows: TopRow[], at = new Date()): string {
   const cells = [COLUMNS.map(([h]) => h), ...rows.map((r) => COLUMNS.map(([, f]) => f(r)))];
   const widths = COLUMNS.map((_, i) => Math.max(...cells.map((c) => c[i].length)));
   const lines = cells.map((c) => c.map((v, i) => (i === 0 ? v.padEnd(widths[i]) : v.padStart(widths[i]))).join("  "));
-  return `gsv top  ${at.toISOString()}  (rates and means over the last 10 s; DONE and ERRORS since start)\n${lines.join("\n")}\n`;
+  return `gsv top  ${at.toISOString()}  (rates and means over the last 10 s, BATCH/STEP_MS since start when idle; DONE, ERRORS since start)\n${lines.join("\n")}\n`;
 }
 
 export const TOP_HELP = `gsv top [--nats nats://host:4222] [--once] [--interval 2]

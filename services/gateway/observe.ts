@@ -86,6 +86,7 @@ export class GatewayObserver {
     let total = 0;
     let failed = 0;
     for (const line of renderCounter(ok)) {
+      if (line.route !== "/tts") continue;
       total += line.v;
       if (line.status >= 400) failed += line.v;
     }
@@ -93,6 +94,7 @@ export class GatewayObserver {
       stage: "gateway",
       replica,
       inflight,
+      /** /tts requests answered, and those answered with an error status. */
       requests: total,
       failed,
       recent: { seconds: 10, requestsPerSec: this.#recent.snapshot().perSec, errors: this.#recentErrors.snapshot().count },
@@ -139,8 +141,8 @@ export class GatewayObserver {
 }
 
 /** The per-status values of the requests counter (for the status summary). */
-function renderCounter(c: { render(out: string[]): void }): { status: number; v: number }[] {
+function renderCounter(c: { render(out: string[]): void }): { route: string; status: number; v: number }[] {
   const out: string[] = [];
   c.render(out);
-  return out.map((l) => ({ status: Number(/status="(\d+)"/.exec(l)?.[1] ?? 0), v: Number(l.slice(l.lastIndexOf(" ") + 1)) }));
+  return out.map((l) => ({ route: /route="([^"]*)"/.exec(l)?.[1] ?? "", status: Number(/status="(\d+)"/.exec(l)?.[1] ?? 0), v: Number(l.slice(l.lastIndexOf(" ") + 1)) }));
 }
