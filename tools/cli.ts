@@ -37,8 +37,11 @@ Usage:
 async function up(argv: string[]): Promise<void> {
   const { values } = parseArgs({ args: argv, options: { port: { type: "string" } } });
   const port = Number(values.port ?? process.env.PORT ?? 9880);
-  const stack = await startStack({ natsUrl: process.env.NATS_URL, port, logs: "inherit" });
+  // Each stage serves Prometheus metrics on a free port unless GSV_METRICS_PORT says otherwise.
+  const stack = await startStack({ natsUrl: process.env.NATS_URL, port, logs: "inherit", env: { GSV_METRICS_PORT: process.env.GSV_METRICS_PORT ?? "0" } });
   console.log(`gsv-pipeline ready: ${stack.gatewayUrl}/tts  (NATS ${stack.natsUrl}; Ctrl-C to stop)`);
+  console.log(`metrics: ${[`gateway ${stack.gatewayUrl}/metrics`, ...stack.services.filter((s) => s.ready.metrics).map((s) => `${s.name} ${s.ready.metrics}`)].join(", ")}`);
+  console.log(`live load: npx gsv top --nats ${stack.natsUrl}   timelines: npx gsv profile --nats ${stack.natsUrl} --url ${stack.gatewayUrl} --requests 4`);
   let stopping = false;
   const stop = () => {
     if (stopping) return;
