@@ -7,7 +7,7 @@
 import t from "tap";
 import { createServer, type Server } from "node:http";
 import { Recent, Registry, serveMetrics, metricsPortFromEnv } from "../shared/metrics.js";
-import { formatTraceparent, OtlpExporter, otlpTracesUrl, parseOtlpHeaders, parseTraceparent, Span, Tracer, withSpan, activeSpan, traceHeaders } from "../shared/trace.js";
+import { formatTraceparent, otlpTracesUrl, parseOtlpHeaders, parseTraceparent, Span, Tracer, withSpan, activeSpan, traceHeaders } from "../shared/trace.js";
 import { checkHistograms, parseProm, value } from "./helpers/prom.js";
 
 t.test("metrics - counters, gauges and histograms render in the text format and parse back", async (t) => {
@@ -126,6 +126,10 @@ t.test("trace - child spans inherit the trace; the active span travels through a
     t.equal(h.get("tracestate"), "k=v");
   });
   t.equal(traceHeaders(), undefined, "no headers outside a span");
+  const many = Array.from({ length: 2000 }, () => tr.startSpan("n", { parent: null }).context);
+  t.equal(new Set(many.map((c) => c.traceId)).size, 2000, "2000 new traces, 2000 different trace ids");
+  t.equal(new Set(many.map((c) => c.spanId)).size, 2000, "and span ids");
+  t.ok(many.every((c) => /^[0-9a-f]{32}$/.test(c.traceId) && /^[0-9a-f]{16}$/.test(c.spanId)), "lower-case hex of the right length");
   t.equal(otlpTracesUrl({}), undefined, "no endpoint, no export");
   t.equal(otlpTracesUrl({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://c:4318/" }), "http://c:4318/v1/traces");
   t.equal(otlpTracesUrl({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://c:4318/custom" }), "http://c:4318/custom");

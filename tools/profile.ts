@@ -81,8 +81,17 @@ function niceStep(span: number, ticks: number): number {
 /** The Gantt chart as a standalone SVG. */
 export function renderGantt(records: RequestRecord[], o: { title?: string } = {}): string {
   const rows = [...records].sort((a, b) => a.receivedAt - b.receivedAt);
-  const t0 = Math.min(...rows.map((r) => r.receivedAt), ...rows.flatMap((r) => barsOf(r).map((b) => b.start)));
-  const t1 = Math.max(...rows.map((r) => r.doneAt), ...rows.flatMap((r) => barsOf(r).map((b) => b.end)));
+  // Loops, not Math.min(...): thousands of bars would overflow the argument list.
+  let t0 = Infinity;
+  let t1 = -Infinity;
+  for (const r of rows) {
+    t0 = Math.min(t0, r.receivedAt);
+    t1 = Math.max(t1, r.doneAt);
+    for (const b of barsOf(r)) {
+      t0 = Math.min(t0, b.start);
+      t1 = Math.max(t1, b.end);
+    }
+  }
   const span = Math.max(1, t1 - t0);
   const left = 190;
   const width = 1000;
