@@ -104,7 +104,7 @@ t.test("tracing - one trace per request through all five services; a GPT batch s
   procs.push(await startService("gateway", env()));
   gatewayUrl = String(procs.at(-1)!.ready.url);
   const incoming = { traceId: "4bf92f3577b34da6a3ce929d0e0e4736", spanId: "00f067aa0ba902b7" };
-  const a = tts("Hello there this is the first request.", { traceparent: `00-${incoming.traceId}-${incoming.spanId}-01` });
+  const a = tts("Hello there this is the first request and it has quite a few more words than the second one so it decodes for longer", { traceparent: `00-${incoming.traceId}-${incoming.spanId}-01` });
   const b = tts("And this one is the second request.");
   const jsm = await nc.jetstreamManager();
   await waitFor("two jobs in the GPT queue", async () => ((await jsm.streams.info("TTS_GPT")).state.messages >= 2 ? true : undefined));
@@ -194,6 +194,9 @@ t.test("metrics - every process serves /metrics; counters rise by exactly the re
   t.same(rs.map((r) => r.status), [200, 200, 200]);
   const bad = await tts("   ");
   t.equal(bad.status, 400);
+  // Not audio: the gateway passes it on, voice preparation refuses it, text-frontend's job fails with its code.
+  const notAudio = await tts("Hello.", {}, { ref_audio_path: "README.md", prompt_text: "Some words." });
+  t.equal(notAudio.status, 400);
   const segments = rs.reduce((a, r) => a + r.segments, 0);
   const tokens = rs.reduce((a, r) => a + r.tokens.reduce((x, y) => x + y, 0), 0);
   t.ok(segments >= 2 * n, `${segments} segments`);
@@ -201,15 +204,17 @@ t.test("metrics - every process serves /metrics; counters rise by exactly the re
   const d = (svc: string, name: string, labels: Record<string, string> = {}) => value(after[svc], name, labels) - value(before[svc], name, labels);
 
   t.equal(d("gateway", "gsv_gateway_requests_total", { route: "/tts", status: "200" }), n, "gateway: 3 answered 200");
-  t.equal(d("gateway", "gsv_gateway_requests_total", { route: "/tts", status: "400" }), 1, "gateway: 1 answered 400");
   t.equal(d("gateway", "gsv_gateway_errors_total", { route: "/tts", code: "MISSING_TEXT" }), 1, "gateway: errors by code");
-  t.equal(d("gateway", "gsv_gateway_request_seconds_count", { route: "/tts" }), n + 1);
+  t.equal(d("gateway", "gsv_gateway_errors_total", { route: "/tts", code: "BAD_AUDIO" }), 1);
+  t.equal(d("gateway", "gsv_gateway_requests_total", { route: "/tts", status: "400" }), 2, "gateway: 2 answered 400");
+  t.equal(d("gateway", "gsv_gateway_request_seconds_count", { route: "/tts" }), n + 2);
   t.equal(d("gateway", "gsv_gateway_first_audio_seconds_count"), n);
   t.equal(d("gateway", "gsv_gateway_rtf_count"), n);
   t.ok(d("gateway", "gsv_gateway_audio_seconds_total") > 0);
   t.equal(value(after.gateway, "gsv_gateway_inflight"), 0);
 
-  t.equal(d("text-frontend", "gsv_stage_jobs_total", { stage: "text" }), n, "text: one job per request");
+  t.equal(d("text-frontend", "gsv_stage_jobs_total", { stage: "text" }), n, "text: one job per request that succeeded");
+  t.equal(d("text-frontend", "gsv_stage_errors_total", { stage: "text", code: "BAD_AUDIO" }), 1, "text: the failed one, by its code");
   t.equal(d("text-frontend", "gsv_stage_compute_seconds_count", { stage: "text" }), n);
   t.equal(d("text-frontend", "gsv_stage_queue_wait_seconds_count", { stage: "text" }), n);
   t.equal(d("gpt-semantic", "gsv_stage_jobs_total", { stage: "gpt" }), segments, "gpt: one job per segment");
@@ -255,7 +260,9 @@ t.test("services API - $SRV.PING finds all five; $SRV.INFO has the metrics URL; 
   t.ok(Array.isArray(data.engines), "the engine's own state");
   const gw = JSON.parse(new TextDecoder().decode((await nc.request("$SRV.STATS.gateway", new Uint8Array(), { timeout: 2000 })).data)) as { endpoints: { data: { requests: number; failed: number } }[] };
   t.ok(gw.endpoints[0].data.requests >= 6, "the gateway counts its requests");
-  t.equal(gw.endpoints[0].data.failed, 1, "and the one that failed");
+  t.equal(gw.endpoints[0].data.failed, 2, "and the two that failed");
+  const text = JSON.parse(new TextDecoder().decode((await nc.request("$SRV.STATS.text-frontend", new Uint8Array(), { timeout: 2000 })).data)) as { endpoints: { data: { figures: { errors: Record<string, number> } } }[] };
+  t.same(text.endpoints[0].data.figures.errors, { BAD_AUDIO: 1 }, "text-frontend's STATS count its errors by code");
 });
 
 t.test("gsv top --once - one line per service with numbers", async (t) => {
@@ -281,7 +288,8 @@ t.test("gsv top --once - one line per service with numbers", async (t) => {
       t.ok(Number(r.BATCH) >= 1, `${svc}: mean batch ${r.BATCH}`);
     }
   }
-  t.equal(rows.get("gateway")?.ERRORS, "1", "the gateway's failed request");
+  t.equal(rows.get("gateway")?.ERRORS, "2", "the gateway's failed requests");
+  t.equal(rows.get("text-frontend")?.ERRORS, "1", "text-frontend's failed job");
   t.ok(Number(rows.get("gpt-semantic")?.["TOK/S"]) > 0, "gpt tokens/s over the last 10 s");
   t.ok(Number(rows.get("gpt-semantic")?.STEP_MS) > 0, "gpt step time");
   t.equal(rows.get("vocoder")?.["TOK/S"], "-", "tokens/s only for gpt");
