@@ -6,17 +6,24 @@
  * Invariants: items of one key run in arrival order; a batch never mixes keys; at most `concurrency`
  * batches run at once (one per onnxruntime worker).
  */
+import { currentContext, type BatchInfo } from "./observe.js";
+import type { SpanContext } from "./trace.js";
+
 export interface BatcherOptions<I> {
   maxBatch: number;
   concurrency: number;
   /** Items may share a batch only if their keys are equal (e.g. a length bucket). */
   key?: (item: I) => string | number;
+  /** Called after every batch with its size, times and the trace contexts of the items' requests (metrics, spans). */
+  observe?: (b: BatchInfo) => void;
 }
 
 interface Waiting<I, O> {
   item: I;
   resolve: (o: O) => void;
   reject: (e: unknown) => void;
+  /** The span of the job that submitted the item (its request's trace). */
+  ctx: SpanContext | undefined;
 }
 
 export class MicroBatcher<I, O> {
@@ -38,7 +45,7 @@ export class MicroBatcher<I, O> {
 
   submit(item: I): Promise<O> {
     return new Promise<O>((resolve, reject) => {
-      this.#queue.push({ item, resolve, reject });
+      this.#queue.push({ item, resolve, reject, ctx: currentContext() });
       this.#pump();
     });
   }
@@ -53,7 +60,15 @@ export class MicroBatcher<I, O> {
       }
       this.#running++;
       this.histogram.set(batch.length, (this.histogram.get(batch.length) ?? 0) + 1);
-      this.#run(batch.map((w) => w.item)).then(
+      const startMs = Date.now();
+      const observe = () => {
+        try {
+          this.#o.observe?.({ size: batch.length, startMs, endMs: Date.now(), carried: batch.map((w) => w.ctx) });
+        } catch {
+          // observing never fails a batch
+        }
+      };
+      this.#run(batch.map((w) => w.item)).finally(observe).then(
         (outs) => batch.forEach((w, i) => w.resolve(outs[i])),
         (err) => batch.forEach((w) => w.reject(err)),
       ).finally(() => {

@@ -9,6 +9,7 @@ import { decodeAs, encode } from "./codec.js";
 import { GsvError, isErrorCode } from "./errors.js";
 import { ReplyEvent, type GenParams, type TextJob, type Timing, type VoiceRef } from "./schemas.js";
 import { Subjects, WorkQueues } from "./subjects.js";
+import { traceHeaders } from "./trace.js";
 
 export interface SynthesisRequest {
   text: string;
@@ -40,6 +41,10 @@ export interface SynthesisResult {
   totalMs: number;
   firstAudioMs: number;
   stages: StageSummary[];
+  /** Every stage's timing entries, each unit once (with `at`, its compute start in epoch ms). */
+  timings: Timing[];
+  /** Epoch ms when the request was queued. */
+  startedAt: number;
 }
 
 /** Upstream appends int(32000 · fragment_interval) zero samples after every segment, at any output rate. */
@@ -115,6 +120,17 @@ export class AudioAssembler {
       this.#win++;
     }
   }
+}
+
+/** Timings are carried along, so the same upstream entry arrives with every window: keep each once. */
+export function uniqueTimings(timings: Timing[]): Timing[] {
+  const seen = new Set<string>();
+  return timings.filter((t) => {
+    const key = `${t.stage}:${t.seg}:${t.win ?? ""}:${t.replica}:${t.computeMs}:${t.queueMs}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
 }
 
 export function summarise(timings: Timing[]): StageSummary[] {
@@ -198,7 +214,7 @@ export async function synthesize(nc: NatsConnection, req: SynthesisRequest): Pro
       params: req.params,
     };
     try {
-      await nc.jetstream().publish(WorkQueues.text.subject, encode(job), { msgID: id });
+      await nc.jetstream().publish(WorkQueues.text.subject, encode(job), { msgID: id, headers: traceHeaders() });
     } catch (err) {
       const m = (err as Error).message ?? "";
       if (/maximum messages|resource limits/i.test(m)) throw new GsvError("OVERLOADED", "the text queue is full");
@@ -229,5 +245,7 @@ export async function synthesize(nc: NatsConnection, req: SynthesisRequest): Pro
     totalMs: Date.now() - t0,
     firstAudioMs,
     stages: summarise([...planTimings, ...asm.timings]),
+    timings: uniqueTimings([...planTimings, ...asm.timings]),
+    startedAt: t0,
   };
 }

@@ -53,6 +53,8 @@ export const Timing = z.object({
   batch: z.number().int(),
   seg: z.number().int(),
   win: z.number().int().optional(),
+  /** Epoch ms when this unit's compute started (for timelines, `gsv profile`). */
+  at: z.number().optional(),
 });
 export type Timing = z.infer<typeof Timing>;
 

@@ -12,6 +12,9 @@ import { defaultQueueLimits, ensureAllQueues } from "./nats.js";
 import type { ReplyEvent, Timing } from "./schemas.js";
 import { PREFIX, ServiceNames, Subjects, WorkQueues, type Stage } from "./subjects.js";
 import { log } from "./log.js";
+import { metrics, serveMetricsFromEnv } from "./metrics.js";
+import { StageObserver } from "./observe.js";
+import { extractContext, SpanKind, traceHeaders, tracer, withSpan } from "./trace.js";
 
 export interface JobBase {
   id: string;
@@ -69,9 +72,15 @@ export class StageRunner<S extends z.ZodType> {
   #slotWaiters: (() => void)[] = [];
   #idleWaiters: (() => void)[] = [];
   #ctx: StageContext;
+  /** Metrics, recent figures and spans of this stage (shared/observe.ts). */
+  readonly observer: StageObserver;
+  /** Where this replica serves Prometheus metrics (GSV_METRICS_PORT), if it does. */
+  metricsUrl: string | undefined;
 
   constructor(opts: StageOptions<S>) {
     this.#opts = opts;
+    this.observer = new StageObserver(opts.stage);
+    tracer.init(ServiceNames[opts.stage], opts.replica);
     this.#js = opts.nc.jetstream();
     const self = this;
     this.#ctx = {
@@ -84,7 +93,8 @@ export class StageRunner<S extends z.ZodType> {
       },
       async forward(stage, msgId, job) {
         try {
-          await self.#js.publish(WorkQueues[stage].subject, encode(job), { msgID: msgId });
+          self.observer.noteOutput(job);
+          await self.#js.publish(WorkQueues[stage].subject, encode(job), { msgID: msgId, headers: traceHeaders() });
         } catch (err) {
           const m = (err as Error).message ?? "";
           if (/maximum messages|resource limits|full/i.test(m)) throw new GsvError("OVERLOADED", `the ${stage} queue is full`);
@@ -92,6 +102,7 @@ export class StageRunner<S extends z.ZodType> {
         }
       },
       reply(job, event) {
+        self.observer.noteOutput(event);
         opts.nc.publish(job.reply, encode(event));
       },
       watch(job, onStop) {
@@ -132,11 +143,15 @@ export class StageRunner<S extends z.ZodType> {
         for (const w of [...(this.#watchers.get(id) ?? [])]) w();
       },
     });
+    this.metricsUrl = await serveMetricsFromEnv();
+    metrics.onCollect(() => this.status());
     const svc = await nc.services.add({
       name: ServiceNames[stage],
       version: this.#opts.version ?? "0.1.0",
       description: `gsv-pipeline ${ServiceNames[stage]} stage`,
-      metadata: { stage, replica: this.#opts.replica, ...this.#opts.metadata },
+      metadata: { stage, replica: this.#opts.replica, ...(this.metricsUrl ? { metrics: this.metricsUrl } : {}), ...this.#opts.metadata },
+      // $SRV.STATS.<service>: each endpoint's `data` is this replica's status (counters, queue, figures).
+      statsHandler: () => this.status(),
     });
     svc.addEndpoint("stats", {
       subject: `${PREFIX}.stats.${ServiceNames[stage]}`,
@@ -162,10 +177,11 @@ export class StageRunner<S extends z.ZodType> {
     try {
       const info = await (await this.#opts.nc.jetstreamManager()).consumers.info(q.stream, q.consumer);
       queue = { pending: info.num_pending, ackPending: info.num_ack_pending, redelivered: info.num_redelivered };
+      this.observer.setQueueDepth(info.num_pending, info.num_ack_pending);
     } catch {
       queue = undefined;
     }
-    return { stage: this.#opts.stage, replica: this.#opts.replica, ...this.stats, queue, ...(await this.#opts.extraStatus?.()) };
+    return { stage: this.#opts.stage, replica: this.#opts.replica, ...this.stats, queue, figures: this.observer.figures(), ...(await this.#opts.extraStatus?.()) };
   }
 
   async #run(): Promise<void> {
@@ -199,17 +215,28 @@ export class StageRunner<S extends z.ZodType> {
   async #dispatch(m: JsMsg): Promise<void> {
     this.stats.inflight++;
     if (m.redelivered) this.stats.redelivered++;
+    this.observer.started(m.redelivered);
+    const span = tracer.startSpan(`${ServiceNames[this.#opts.stage]} process`, {
+      parent: extractContext(m.headers) ?? null,
+      kind: SpanKind.CONSUMER,
+      attributes: { "messaging.system": "nats", "messaging.operation": "process", "messaging.destination.name": m.subject, "gsv.stage": this.#opts.stage, "gsv.replica": this.#opts.replica, "gsv.redelivered": m.redelivered },
+    });
+    let errorCode: string | undefined;
     const heartbeat = setInterval(() => m.working(), Math.max(200, Math.floor(this.#opts.ackWaitMs / 3)));
     let job: (JobBase & z.infer<S>) | undefined;
     try {
       job = decodeAs(this.#opts.schema, m.data) as JobBase & z.infer<S>;
+      const j = job as JobBase & { seg?: number; win?: number };
+      span.setAttribute("gsv.request_id", j.id).setAttribute("gsv.seg", j.seg).setAttribute("gsv.win", j.win);
       this.#ctx.checkAlive(job);
-      await this.#opts.handle(job, this.#ctx, m);
+      await withSpan(span, () => this.#opts.handle(job!, this.#ctx, m));
       m.ack();
       this.stats.processed++;
     } catch (err) {
       const e = toGsvError(err);
       this.stats.failed++;
+      errorCode = e.code;
+      span.setError(e.code, e.message);
       const routing = job ?? peekRouting(m.data);
       if (e.code !== "CANCELLED" && routing.reply && routing.id) {
         const event: ReplyEvent = { type: "error", id: routing.id, code: e.code, message: e.message, stage: this.#opts.stage };
@@ -219,6 +246,8 @@ export class StageRunner<S extends z.ZodType> {
       m.term(); // a coded failure is final for this request: never redeliver it
     } finally {
       clearInterval(heartbeat);
+      this.observer.finished(errorCode);
+      span.end();
       this.stats.inflight--;
       this.#slotWaiters.shift()?.();
       if (this.stats.inflight === 0) for (const w of this.#idleWaiters.splice(0)) w();
@@ -246,6 +275,7 @@ export function timing(stage: string, replica: string, job: JobBase, started: nu
     batch,
     seg,
     ...(win === undefined ? {} : { win }),
+    at: started,
   };
 }
 
@@ -258,7 +288,7 @@ export function runUntilSignalled(name: string, stop: () => Promise<void>): void
     log.info(`${name}: ${sig}, draining`);
     const force = setTimeout(() => process.exit(1), 15_000);
     force.unref();
-    stop().then(
+    stop().then(() => tracer.shutdown()).then(
       () => process.exit(0),
       (err) => {
         log.error(`${name}: shutdown failed`, { error: (err as Error).message });

@@ -25,6 +25,10 @@ export const Subjects = {
   reply: (requestId: string) => `${PREFIX}.reply.${requestId}`,
   /** Request/reply: copy synthesis with a real vocoder served by `GSV_VOCODER=<name>` (see docs/real-vocoder.md). */
   vocode: (name: string) => `${PREFIX}.vocode.${name}`,
+  /** Request, every replica answers: its counters, queue depth and recent figures (`gsv top`). */
+  status: (service: string) => `${PREFIX}.status.${service}`,
+  /** Request, every gateway replica answers: its recent requests with per-stage timings (`gsv profile`). */
+  recentRequests: (service: string) => `${PREFIX}.recent.${service}`,
 } as const;
 
 export const Buckets = {

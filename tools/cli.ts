@@ -3,6 +3,7 @@
  *   gsv up                         start nats-server (unless NATS_URL), the four stages and the gateway
  *   gsv say "text" -o out.wav      speak a sentence to a WAV through the full pipeline
  *   gsv vocode in.wav -o out.wav   copy synthesis through the real MB-MelGAN vocoder service
+ *   gsv profile / gsv top          per-stage timings as a Gantt chart; live per-stage load
  * Run `gsv help` for every option.
  */
 import { writeFileSync } from "node:fs";
@@ -10,6 +11,8 @@ import { basename, dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { startStack, type Stack } from "./launch.js";
 import { vocodeCli } from "./vocode.js";
+import { PROFILE_HELP, profileCli } from "./profile.js";
+import { TOP_HELP, topCli } from "./top.js";
 
 const HELP = `gsv — GPT-SoVITS v3 inference over NATS
 
@@ -27,13 +30,18 @@ Usage:
       Copy synthesis with a real, trained vocoder: WAV (any rate) → 22,050 Hz → LJSpeech mel → the
       vocoder service (GSV_VOCODER=NAME, subject tts.v1.vocode.NAME) → WAV. Without --url it starts
       its own nats-server and vocoder service, and stops them after.
+  ${PROFILE_HELP}
+  ${TOP_HELP}
 `;
 
 async function up(argv: string[]): Promise<void> {
   const { values } = parseArgs({ args: argv, options: { port: { type: "string" } } });
   const port = Number(values.port ?? process.env.PORT ?? 9880);
-  const stack = await startStack({ natsUrl: process.env.NATS_URL, port, logs: "inherit" });
+  // Each stage serves Prometheus metrics on a free port unless GSV_METRICS_PORT says otherwise.
+  const stack = await startStack({ natsUrl: process.env.NATS_URL, port, logs: "inherit", env: { GSV_METRICS_PORT: process.env.GSV_METRICS_PORT ?? "0" } });
   console.log(`gsv-pipeline ready: ${stack.gatewayUrl}/tts  (NATS ${stack.natsUrl}; Ctrl-C to stop)`);
+  console.log(`metrics: ${[`gateway ${stack.gatewayUrl}/metrics`, ...stack.services.filter((s) => s.ready.metrics).map((s) => `${s.name} ${s.ready.metrics}`)].join(", ")}`);
+  console.log(`live load: npx gsv top --nats ${stack.natsUrl}   timelines: npx gsv profile --nats ${stack.natsUrl} --url ${stack.gatewayUrl} --requests 4`);
   let stopping = false;
   const stop = () => {
     if (stopping) return;
@@ -115,6 +123,8 @@ try {
   else if (cmd === "say") await say(rest);
   else if (cmd === "vocode") await vocodeCli(rest);
   else if (cmd === "g2p") await g2p(rest);
+  else if (cmd === "profile") await profileCli(rest);
+  else if (cmd === "top") await topCli(rest);
   else {
     console.log(HELP);
     if (cmd && cmd !== "help" && cmd !== "--help") process.exitCode = 2;

@@ -6,6 +6,7 @@
  *   routes/voices.ts  the voice registry (/voices)
  * Reference audio goes to the object store by content hash; shared/client.ts drives the stages.
  */
+import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { readFile, realpath, stat } from "node:fs/promises";
 import { isAbsolute, join, sep } from "node:path";
@@ -23,6 +24,9 @@ export { VOICE_PREFIX };
 import { apiV2Routes } from "./routes/api-v2.js";
 import { openaiRoutes } from "./routes/openai.js";
 import { voiceRoutes } from "./routes/voices.js";
+import { CONTENT_TYPE, metrics } from "../../shared/metrics.js";
+import { parseTraceparent, SpanKind, tracer, withSpan } from "../../shared/trace.js";
+import { GatewayObserver } from "./observe.js";
 
 export interface GatewayOptions {
   nc: NatsConnection;
@@ -64,6 +68,8 @@ export interface SynthJob {
   params: GenParams;
   timeoutMs: number;
   onAudio?: (pcm: Float32Array, sampleRate: number) => void;
+  /** When the HTTP request arrived (epoch ms), for the recent-requests timeline; default: now. */
+  receivedAt?: number;
 }
 
 export class Gateway {
@@ -73,6 +79,8 @@ export class Gateway {
   #routes: Route[];
   /** The reference used when a request names none: /set_refer_audio changes it, /control restart resets it. */
   defaultRef = DEFAULT_VOICE;
+  /** Metrics, recent requests and status (services/gateway/observe.ts). */
+  readonly observer = new GatewayObserver();
 
   constructor(o: GatewayOptions) {
     this.o = o;
@@ -81,8 +89,12 @@ export class Gateway {
       ...openaiRoutes(this),
       ...voiceRoutes(this),
       { method: "GET", path: "/health", handle: (ctx) => this.#health(ctx.res) },
+      { method: "GET", path: "/metrics", handle: (ctx) => this.#metrics(ctx.res) },
     ];
     this.server = createServer((req, res) => {
+      const t0 = performance.now();
+      const route = GatewayObserver.route(new URL(req.url ?? "/", "http://localhost").pathname);
+      res.once("close", () => this.observer.answered(route, res.statusCode, (performance.now() - t0) / 1000, (res as ServerResponse & { gsvCode?: string }).gsvCode));
       this.#route(req, res);
     });
   }
@@ -109,6 +121,11 @@ export class Gateway {
       throw new GsvError("NOT_FOUND", `no route ${req.method} ${url.pathname}`);
     };
     run().catch((err) => this.fail(res, toGsvError(err), style));
+  }
+
+  async #metrics(res: ServerResponse): Promise<void> {
+    const body = await metrics.render();
+    res.writeHead(200, { "Content-Type": CONTENT_TYPE, "Content-Length": Buffer.byteLength(body) }).end(body);
   }
 
   async #health(res: ServerResponse): Promise<void> {
@@ -170,28 +187,58 @@ export class Gateway {
 
   /**
    * Run one request through the pipeline, counted against the in-flight limit. `signal` aborts it
-   * (the HTTP client went away): the stages are told to cancel.
+   * (the HTTP client went away): the stages are told to cancel. `req` carries the caller's W3C trace
+   * context; the request is traced and recorded for /metrics and `gsv profile`.
    */
-  async synthesize(job: SynthJob, signal: AbortSignal): Promise<SynthesisResult> {
+  async synthesize(job: SynthJob, signal: AbortSignal, req?: IncomingMessage): Promise<SynthesisResult> {
     if (this.#inflight >= this.o.maxInflight) {
       throw Object.assign(new GsvError("OVERLOADED", `${this.#inflight} requests in flight; try again shortly`), { retryAfter: 1 });
     }
     const promptText = job.promptText.trim() || job.voice.promptText;
     if (!promptText) throw new GsvError("BAD_PARAMETER", "prompt_text is required for v3 (it has no reference-free mode)");
+    const id = randomUUID().replaceAll("-", "");
+    const receivedAt = job.receivedAt ?? Date.now();
+    const path = req ? new URL(req.url ?? "/", "http://localhost").pathname : "/tts";
+    // Continue the caller's trace (W3C traceparent), or start one.
+    const parent = parseTraceparent(req?.headers.traceparent as string | undefined, req?.headers.tracestate as string | undefined);
+    const span = tracer.startSpan(`${req?.method ?? "POST"} ${path}`, { parent: parent ?? null, kind: SpanKind.SERVER, attributes: { "http.request.method": req?.method ?? "POST", "url.path": path, "gsv.request_id": id } });
     this.#inflight++;
     try {
-      return await synthesize(this.o.nc, {
-        text: job.text,
-        textLang: job.textLang,
-        splitMethod: job.splitMethod,
-        voice: { audioSha: job.voice.audioSha, promptText, promptLang: job.promptLang ?? job.voice.promptLang ?? "en" },
-        params: job.params,
-        timeoutMs: job.timeoutMs || this.o.requestTimeoutMs,
-        signal,
-        onAudio: job.onAudio,
+      const r = await withSpan(span, () =>
+        synthesize(this.o.nc, {
+          id,
+          text: job.text,
+          textLang: job.textLang,
+          splitMethod: job.splitMethod,
+          voice: { audioSha: job.voice.audioSha, promptText, promptLang: job.promptLang ?? job.voice.promptLang ?? "en" },
+          params: job.params,
+          timeoutMs: job.timeoutMs || this.o.requestTimeoutMs,
+          signal,
+          onAudio: job.onAudio,
+        }),
+      );
+      span.setAttribute("http.response.status_code", 200);
+      this.observer.record({
+        id,
+        traceId: span.context.traceId,
+        receivedAt,
+        queuedAt: r.startedAt,
+        firstAudioAt: r.firstAudioMs >= 0 ? r.startedAt + r.firstAudioMs : undefined,
+        doneAt: Date.now(),
+        status: 200,
+        segments: r.segments,
+        audioSeconds: r.pcm.length / r.sampleRate,
+        timings: r.timings,
       });
+      return r;
+    } catch (err) {
+      const e = toGsvError(err);
+      span.setAttribute("http.response.status_code", e.status).setError(e.code, e.message);
+      this.observer.record({ id, traceId: span.context.traceId, receivedAt, doneAt: Date.now(), status: e.status, code: e.code, timings: [] });
+      throw err;
     } finally {
       this.#inflight--;
+      span.end();
     }
   }
 
@@ -223,6 +270,7 @@ export class Gateway {
   }
 
   fail(res: ServerResponse, e: GsvError, style: ErrorStyle): void {
+    (res as ServerResponse & { gsvCode?: string }).gsvCode ??= e.code;
     if (e.code === "INTERNAL") log.error("gateway: " + e.message);
     if (res.headersSent) {
       res.destroy();
@@ -243,6 +291,6 @@ export class Gateway {
   }
 
   close(): Promise<void> {
-    return new Promise((resolve) => this.server.close(() => resolve()));
+    return new Promise<void>((resolve) => this.server.close(() => resolve())).then(() => this.observer.close());
   }
 }

@@ -6,6 +6,7 @@ import { runUntilSignalled } from "../../shared/stage.js";
 import { VoiceRegistry, voiceRegistryBucket } from "../../shared/voice-registry.js";
 import { Gateway } from "./http.js";
 import { DEFAULT_MAX_UPLOAD_BYTES } from "./routes/voices.js";
+import { tracer } from "../../shared/trace.js";
 
 const cfg = loadConfig("gateway");
 const nc = await connectNats({ url: cfg.natsUrl, name: cfg.replica });
@@ -23,8 +24,10 @@ const gw = new Gateway({
   // /control?command=exit: the same graceful path as SIGTERM (stop accepting, finish in-flight, drain NATS).
   onExit: () => process.kill(process.pid, "SIGTERM"),
 });
+tracer.init("gateway", cfg.replica);
 const port = await gw.listen(cfg.port, cfg.host);
 const url = `http://${cfg.host}:${port}`;
+await gw.observer.register(nc, cfg.replica, () => gw.inflight, { url, metrics: `${url}/metrics` });
 log.info("gateway ready", { url });
 process.stdout.write(JSON.stringify({ ready: "gateway", url }) + "\n");
 runUntilSignalled("gateway", async () => {

@@ -16,6 +16,15 @@ export interface EngineStats {
   batchHistogram: Record<string, number>;
 }
 
+/** A run of decode steps with the same rows (see engine-worker.ts). Times are epoch ms. */
+export interface StepRun {
+  ids: string[];
+  startMs: number;
+  endMs: number;
+  stepMs: number[];
+  tokens: number;
+}
+
 interface Slot {
   worker: Worker;
   load: number;
@@ -26,7 +35,7 @@ interface Slot {
 export class EngineClient {
   #slots: Slot[] = [];
 
-  static async create(o: { modelDir: string; manifest: Manifest; workers: number; intraOpThreads: number; engine: EngineOptions }): Promise<EngineClient> {
+  static async create(o: { modelDir: string; manifest: Manifest; workers: number; intraOpThreads: number; engine: EngineOptions; onSteps?: (s: StepRun) => void }): Promise<EngineClient> {
     const c = new EngineClient();
     const paths = {
       t2s_encoder: join(o.modelDir, o.manifest.graphs.t2s_encoder.file),
@@ -42,7 +51,8 @@ export class EngineClient {
         worker.once("error", reject);
       });
       worker.on("message", (m: { type: string; result?: GptResult; error?: string }) => {
-        if (m.type === "done" && m.result) {
+        if (m.type === "steps") o.onSteps?.(m as unknown as StepRun);
+        else if (m.type === "done" && m.result) {
           const r = m.result;
           slot.load--;
           slot.failures.delete(r.id);

@@ -25,16 +25,48 @@ try {
 const engine = new GptEngine(sessions, init.manifest, init.engine);
 port.postMessage({ type: "ready", ok: true });
 
+/**
+ * Runs of decode steps with the same rows are reported together ("steps": epoch ms times, each step's
+ * ms, the row ids), for metrics and batch spans; a run ends when a row joins or leaves, after 64 steps,
+ * or after a second. Reported before the "done" of any row that left, so the service still knows its span.
+ */
+interface Run {
+  key: string;
+  ids: string[];
+  startMs: number;
+  endMs: number;
+  stepMs: number[];
+  tokens: number;
+}
+let run: Run | undefined;
+const epochMs = () => performance.timeOrigin + performance.now();
+function flushRun(): void {
+  if (run && run.stepMs.length) port.postMessage({ type: "steps", ids: run.ids, startMs: run.startMs, endMs: run.endMs, stepMs: run.stepMs, tokens: run.tokens });
+  run = undefined;
+}
+
 let looping = false;
 async function loop(): Promise<void> {
   if (looping) return;
   looping = true;
   try {
     while (!engine.idle) {
+      const t0 = epochMs();
       const done = await engine.step();
+      const t1 = epochMs();
+      const ids = engine.rowIds;
+      const key = ids.length ? [...ids].sort().join(",") : "";
+      if (!run || run.key !== key || run.stepMs.length >= 64 || t1 - run.startMs > 1000) flushRun();
+      if (ids.length) {
+        run ??= { key, ids, startMs: t0, endMs: t1, stepMs: [], tokens: 0 };
+        run.stepMs.push(t1 - t0);
+        run.tokens += ids.length;
+        run.endMs = t1;
+      }
       for (const r of done) port.postMessage({ type: "done", result: r }, [r.tokens.buffer as ArrayBuffer]);
       await new Promise((r) => setImmediate(r)); // let add/abort messages in between steps
     }
+    flushRun();
   } catch (err) {
     port.postMessage({ type: "fatal", error: (err as Error).message });
   } finally {

@@ -118,6 +118,11 @@ export class GptEngine {
     return this.#waiting.length;
   }
 
+  /** Request ids of the rows in the running batch, in slot order (metrics, trace links). */
+  get rowIds(): string[] {
+    return this.#rows.map((r) => r.req.id);
+  }
+
   get idle(): boolean {
     return this.#rows.length === 0 && this.#waiting.length === 0;
   }

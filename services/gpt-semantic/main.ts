@@ -8,6 +8,11 @@ import { GptJob, type SovitsJob } from "../../shared/schemas.js";
 import { StageRunner, runUntilSignalled } from "../../shared/stage.js";
 import { VoiceStore } from "../../shared/voices.js";
 import { EngineClient } from "./engine-client.js";
+import { currentContext, recordBatch } from "../../shared/observe.js";
+import type { SpanContext } from "../../shared/trace.js";
+
+// The trace context of each request in the engine, so decode-step spans can link to the requests' spans.
+const contexts = new Map<string, SpanContext | undefined>();
 
 const cfg = loadConfig("gpt-semantic");
 const maxRows = Number(process.env.GSV_GPT_MAX_ROWS ?? 16);
@@ -18,6 +23,7 @@ const engine = await EngineClient.create({
   workers: cfg.ortWorkers,
   intraOpThreads: cfg.ortThreads,
   engine: { maxRows, kvBudgetBytes: Number(process.env.GSV_GPT_KV_BUDGET_MB ?? 2048) * 1024 * 1024 },
+  onSteps: (s) => recordBatch("gpt", "gpt_decode", { size: s.ids.length, startMs: s.startMs, endMs: s.endMs, steps: s.stepMs.length, stepMs: s.stepMs, tokens: s.tokens, carried: s.ids.map((id) => contexts.get(id)) }),
 });
 const nc = await connectNats({ url: cfg.natsUrl, name: cfg.replica });
 const voices = new VoiceStore(await voicesBucket(nc));
@@ -37,6 +43,7 @@ const runner = new StageRunner({
     const received = Date.now();
     const voice = await voices.require(job.voiceKey);
     const key = `${job.id}:${job.seg}:${++serial}`;
+    contexts.set(key, currentContext());
     let stopped: "CANCELLED" | "DEADLINE_EXCEEDED" | undefined;
     const unwatch = ctx.watch(job, (code) => {
       stopped = code;
@@ -51,7 +58,10 @@ const runner = new StageRunner({
         sampling: { topK: job.params.topK, topP: job.params.topP, temperature: job.params.temperature, repetitionPenalty: job.params.repetitionPenalty },
         seed: (job.params.seed + job.seg * 0x9e3779b1) >>> 0,
       })
-      .finally(unwatch);
+      .finally(() => {
+        unwatch();
+        contexts.delete(key);
+      });
     if (stopped) throw new GsvError(stopped);
     if (r.error) throw new GsvError("MODEL_ERROR", r.error);
     log.debug("gpt segment done", { id: job.id, seg: job.seg, tokens: r.tokens.length, stoppedBy: r.stoppedBy, meanBatch: r.meanBatch });
@@ -67,6 +77,7 @@ const runner = new StageRunner({
           computeMs: Math.round(r.computeMs),
           batch: r.maxBatch,
           seg: job.seg,
+          at: received + Math.round(r.queueMs),
         },
       ],
       tokens: r.tokens,
@@ -76,7 +87,7 @@ const runner = new StageRunner({
 });
 
 await runner.start();
-process.stdout.write(JSON.stringify({ ready: "gpt-semantic", replica: cfg.replica }) + "\n");
+process.stdout.write(JSON.stringify({ ready: "gpt-semantic", replica: cfg.replica, metrics: runner.metricsUrl }) + "\n");
 runUntilSignalled("gpt-semantic", async () => {
   await runner.stop();
   await nc.drain();

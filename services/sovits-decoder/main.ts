@@ -12,6 +12,8 @@ import { StageRunner, runUntilSignalled, timing } from "../../shared/stage.js";
 import { Subjects, voiceKey } from "../../shared/subjects.js";
 import { VoiceStore } from "../../shared/voices.js";
 import { MicroBatcher } from "../../shared/batcher.js";
+import { batchObserver } from "../../shared/observe.js";
+import { extractContext, SpanKind, tracer } from "../../shared/trace.js";
 import { decodeWindows, ditBatch, encodeSegment, type DitInput } from "./cfm.js";
 import { prepareVoice } from "./voice-prep.js";
 
@@ -33,6 +35,7 @@ const dit = new MicroBatcher<DitInput, { v: Float32Array; batch: number }>(async
   maxBatch: cfmMaxBatch,
   concurrency: cfg.ortWorkers,
   key: cfmMode === "bucket" ? (it) => it.t : undefined,
+  observe: batchObserver("sovits", "cfm_dit"),
 });
 const nc = await connectNats({ url: cfg.natsUrl, name: cfg.replica });
 const voices = new VoiceStore(await voicesBucket(nc));
@@ -93,7 +96,8 @@ const runner = new StageRunner({
         reply: job.reply,
         deadline: job.deadline,
         enqueuedAt: Date.now(),
-        timings: [...job.timings, timing("sovits", cfg.replica, job, winStarted, winBatch, job.seg, win)],
+        // A later window waited for the one before it, not in a queue: its queue time is 0.
+        timings: [...job.timings, { ...timing("sovits", cfg.replica, job, winStarted, winBatch, job.seg, win), ...(win > 0 ? { queueMs: 0 } : {}) }],
         seg: job.seg,
         segCount: job.segCount,
         win,
@@ -119,17 +123,20 @@ svc.addEndpoint("prepare", {
   queue: "voice-prep",
   handler: (_err, m) => {
     const t0 = Date.now();
+    const span = tracer.startSpan("sovits-decoder voice.prepare", { parent: extractContext(m.headers) ?? null, kind: SpanKind.SERVER, attributes: { "gsv.replica": cfg.replica } });
     (async () => {
       const req = decodeAs(VoicePrepareRequest, m.data);
       const r = await ensureVoice(req.audioSha);
+      span.setAttribute("gsv.voice_cached", r.cached);
       m.respond(encode({ ok: true, voiceKey: r.key, promptTokens: r.tokens, cached: r.cached, ms: Date.now() - t0 }));
     })().catch((err) => {
       const e = toGsvError(err);
+      span.setError(e.code, e.message);
       m.respond(encode({ ok: false, code: e.code, message: e.message }));
-    });
+    }).finally(() => span.end());
   },
 });
-process.stdout.write(JSON.stringify({ ready: "sovits-decoder", replica: cfg.replica }) + "\n");
+process.stdout.write(JSON.stringify({ ready: "sovits-decoder", replica: cfg.replica, metrics: runner.metricsUrl }) + "\n");
 log.info("sovits-decoder ready", { replica: cfg.replica, modelSet: manifest.name });
 runUntilSignalled("sovits-decoder", async () => {
   await runner.stop();

@@ -7,6 +7,7 @@ import { connectNats } from "../../shared/nats.js";
 import { TextJob, VoicePrepareReply, type GptJob } from "../../shared/schemas.js";
 import { StageRunner, runUntilSignalled, timing } from "../../shared/stage.js";
 import { Subjects } from "../../shared/subjects.js";
+import { traceHeaders } from "../../shared/trace.js";
 import { promptToPhones, textToSegments } from "./frontend.js";
 
 const cfg = loadConfig("text-frontend");
@@ -16,7 +17,7 @@ async function prepareVoice(job: TextJob): Promise<string> {
   const timeout = Math.max(1, job.deadline - Date.now());
   let data: Uint8Array;
   try {
-    const m = await nc.request(Subjects.voicePrepare, encode({ audioSha: job.voice.audioSha, deadline: job.deadline }), { timeout });
+    const m = await nc.request(Subjects.voicePrepare, encode({ audioSha: job.voice.audioSha, deadline: job.deadline }), { timeout, headers: traceHeaders() });
     data = m.data;
   } catch (err) {
     const msg = (err as Error).message;
@@ -68,7 +69,7 @@ const runner = new StageRunner({
 
 await runner.start();
 log.info("text-frontend ready", { replica: cfg.replica });
-process.stdout.write(JSON.stringify({ ready: "text-frontend", replica: cfg.replica }) + "\n");
+process.stdout.write(JSON.stringify({ ready: "text-frontend", replica: cfg.replica, metrics: runner.metricsUrl }) + "\n");
 runUntilSignalled("text-frontend", async () => {
   await runner.stop();
   await nc.drain();

@@ -13,6 +13,7 @@ import { VocodeRequest, VocoderJob } from "../../shared/schemas.js";
 import { StageRunner, runUntilSignalled, timing } from "../../shared/stage.js";
 import { asFloat32, f32 } from "../../shared/tensor.js";
 import { MicroBatcher } from "../../shared/batcher.js";
+import { batchObserver } from "../../shared/observe.js";
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -44,7 +45,7 @@ async function serveModelSetVocoder(): Promise<void> {
       const n = frames * upsample;
       return items.map((_, i) => ({ pcm: audio.slice(i * n, (i + 1) * n), batch: items.length }));
     },
-    { maxBatch, concurrency: cfg.ortWorkers, key: (it) => it.frames },
+    { maxBatch, concurrency: cfg.ortWorkers, key: (it) => it.frames, observe: batchObserver("vocoder", "vocoder") },
   );
 
   const runner = new StageRunner({
@@ -80,7 +81,7 @@ async function serveModelSetVocoder(): Promise<void> {
   });
 
   await runner.start();
-  process.stdout.write(JSON.stringify({ ready: "vocoder", replica: cfg.replica }) + "\n");
+  process.stdout.write(JSON.stringify({ ready: "vocoder", replica: cfg.replica, metrics: runner.metricsUrl }) + "\n");
   runUntilSignalled("vocoder", async () => {
     await runner.stop();
     await nc.drain();
