@@ -163,15 +163,18 @@ export function mix(...xs: number[]): number {
   return h >>> 0;
 }
 
+/** The table times a scale, made once per scale (outputs are copies of it: no per-element work). */
+const scaledTables = new Map<number, Float32Array>([[1, TABLE]]);
 function pattern(n: number, seed: number, scale = 1): Float32Array {
+  let table = scaledTables.get(scale);
+  if (!table) scaledTables.set(scale, (table = TABLE.map((v) => v * scale)));
   const out = new Float32Array(n);
   let off = seed % TABLE_SIZE;
   for (let i = 0; i < n; i += TABLE_SIZE) {
     const len = Math.min(TABLE_SIZE, n - i);
-    out.set(TABLE.subarray(off, off + len), i);
+    out.set(table.subarray(off, off + len), i);
     off = (off + 7) % TABLE_SIZE;
   }
-  if (scale !== 1) for (let i = 0; i < n; i++) out[i] *= scale;
   return out;
 }
 
