@@ -3,6 +3,7 @@ import { join } from "node:path";
 import type { Manifest, GraphName } from "./manifest.js";
 import type { Feeds, TensorLike } from "./tensor.js";
 import { GsvError } from "./errors.js";
+import { SimDevice, costDilation, ortBackend } from "./cost-model.js";
 
 interface Pending {
   resolve: (out: Record<string, TensorLike>) => void;
@@ -18,9 +19,11 @@ interface Slot {
 /**
  * onnxruntime sessions in worker threads. Each worker loads every graph the service needs; a call goes
  * to the least busy worker. Input buffers are copied into the worker; output buffers are transferred back.
+ * With GSV_BACKEND=cost-model each worker is a simulated GPU instead (shared/cost-model.ts): no graph runs.
  */
 export class OrtPool {
   #slots: Slot[] = [];
+  #devices: SimDevice[] = [];
   #nextId = 1;
   #closed = false;
 
@@ -28,6 +31,11 @@ export class OrtPool {
 
   static async create(opts: { modelDir: string; manifest: Manifest; graphs: readonly GraphName[]; workers: number; intraOpThreads: number }): Promise<OrtPool> {
     const pool = new OrtPool();
+    if (ortBackend() === "cost-model") {
+      const dilation = costDilation();
+      pool.#devices = Array.from({ length: Math.max(1, opts.workers) }, () => new SimDevice({ manifest: opts.manifest, dilation }));
+      return pool;
+    }
     const graphs: Record<string, string> = {};
     for (const g of opts.graphs) graphs[g] = join(opts.modelDir, opts.manifest.graphs[g].file);
     // Under tap's TypeScript loader this module is a .ts file, and so is its worker.
@@ -66,6 +74,11 @@ export class OrtPool {
 
   run(graph: GraphName, feeds: Feeds): Promise<Record<string, TensorLike>> {
     if (this.#closed) return Promise.reject(new GsvError("INTERNAL", "onnxruntime pool is closed"));
+    if (this.#devices.length) {
+      let dev = this.#devices[0];
+      for (const d of this.#devices) if (d.queued < dev.queued) dev = d;
+      return dev.run(graph, feeds).catch((err: Error) => Promise.reject(new GsvError("MODEL_ERROR", err.message)));
+    }
     let slot = this.#slots[0];
     for (const s of this.#slots) if (s.busy < slot.busy) slot = s;
     const id = this.#nextId++;
@@ -77,12 +90,13 @@ export class OrtPool {
   }
 
   get size(): number {
-    return this.#slots.length;
+    return this.#slots.length || this.#devices.length;
   }
 
   async close(): Promise<void> {
     this.#closed = true;
     await Promise.all(this.#slots.map((s) => s.worker.terminate()));
     this.#slots = [];
+    this.#devices = [];
   }
 }

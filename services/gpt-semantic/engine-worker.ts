@@ -2,6 +2,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import * as ort from "onnxruntime-node";
 import { sessionOptions } from "../../shared/ort-options.js";
+import { SimDevice, costDilation, costModelSessions, ortBackend } from "../../shared/cost-model.js";
 import type { Manifest } from "../../shared/manifest.js";
 import { GptEngine, type EngineOptions, type GptRequest, type GptSessions } from "./engine.js";
 
@@ -15,9 +16,13 @@ const init = workerData as Init;
 const port = parentPort!;
 
 const opts = sessionOptions(init.intraOpThreads);
-const sessions = {} as GptSessions;
+let sessions = {} as GptSessions;
 try {
-  for (const [name, path] of Object.entries(init.paths)) sessions[name as keyof GptSessions] = await ort.InferenceSession.create(path, opts);
+  if (ortBackend() === "cost-model") {
+    // Simulated GPU (shared/cost-model.ts): the engine runs unchanged, only the graphs are not executed.
+    const device = new SimDevice({ manifest: init.manifest, dilation: costDilation() });
+    sessions = costModelSessions(Object.keys(init.paths) as (keyof GptSessions)[], device) as unknown as GptSessions;
+  } else for (const [name, path] of Object.entries(init.paths)) sessions[name as keyof GptSessions] = await ort.InferenceSession.create(path, opts);
 } catch (err) {
   port.postMessage({ type: "ready", ok: false, error: (err as Error).message });
   process.exit(1);
