@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""Parity of the exporter with upstream GPT-SoVITS (docs/parity.md).
+
+Builds upstream's own modules (from a checkout: --upstream or GSV_UPSTREAM_DIR) with random weights
+from a fixed seed, saves them as checkpoints in upstream's formats, exports them with export_v3.py,
+runs upstream's modules and the exported graphs (onnxruntime-node, as the services run them, through
+dist/tools/export/ort-run.js) on the same inputs and compares the outputs.
+
+  python3 tools/export/parity.py [--upstream DIR] [--work DIR] [--only t2s,sovits,vocoder,hubert]
+                                 [--json FILE] [--markdown FILE]
+
+Exit status 0 when every comparison is within its tolerance, 1 otherwise, 2 when it cannot run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Dict, List, Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+import upstream  # noqa: E402
+
+SEED = 20261125
+ORT_RUN = os.path.join(ROOT, "dist", "tools", "export", "ort-run.js")
+
+# The configurations parity runs (random weights). The GPT is upstream's full size (s1longer-v2.yaml).
+T2S_CONFIG = {
+    "model": {"vocab_size": 1025, "phoneme_vocab_size": 732, "embedding_dim": 512, "hidden_dim": 512, "head": 16,
+              "linear_units": 2048, "n_layer": 24, "dropout": 0, "EOS": 1024, "random_bert": 0},
+    "data": {"max_sec": 54, "pad_val": 1024},
+    "inference": {"top_k": 15},
+}
+T2S_STEPS = 40  # decode steps compared (upstream's early_stop_num bounds the loop)
+
+
+class Report:
+    def __init__(self) -> None:
+        self.rows: List[Dict[str, Any]] = []
+
+    def add(self, graph: str, what: str, ours, ref, tol_abs: float, tol_rel: float, config: str) -> None:
+        import numpy as np
+
+        ours = np.asarray(ours, dtype=np.float64)
+        ref = np.asarray(ref, dtype=np.float64)
+        if ours.shape != ref.shape:
+            self.rows.append({"graph": graph, "what": what, "ok": False, "error": f"shape {ours.shape} vs {ref.shape}",
+                              "config": config})
+            print(f"parity: {graph:12s} {what:40s} SHAPE MISMATCH {ours.shape} vs {ref.shape}", flush=True)
+            return
+        err = np.abs(ours - ref)
+        max_abs = float(err.max()) if err.size else 0.0
+        scale = float(np.abs(ref).max()) if ref.size else 0.0
+        max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
+        ok = bool(np.isfinite(ours).all()) and max_abs <= tol_abs and max_rel <= tol_rel
+        self.rows.append({"graph": graph, "what": what, "n": int(ref.size), "max_abs": max_abs, "max_rel": max_rel,
+                          "ref_max": scale, "tol_abs": tol_abs, "tol_rel": tol_rel, "ok": ok, "config": config})
+        print(f"parity: {graph:12s} {what:40s} max|Δ| {max_abs:.3e}  rel {max_rel:.3e}  (|ref|max {scale:.3g})"
+              f"  {'ok' if ok else 'FAIL'}", flush=True)
+
+    def equal(self, graph: str, what: str, ours, ref, config: str) -> None:
+        import numpy as np
+
+        ours = np.asarray(ours).reshape(-1)
+        ref = np.asarray(ref).reshape(-1)
+        n = min(len(ours), len(ref))
+        same = int((ours[:n] == ref[:n]).sum())
+        first = next((i for i in range(n) if ours[i] != ref[i]), None)
+        ok = len(ours) == len(ref) and same == n
+        self.rows.append({"graph": graph, "what": what, "n": n, "equal": same, "len_ours": len(ours), "len_ref": len(ref),
+                          "first_diff": first, "ok": ok, "config": config})
+        print(f"parity: {graph:12s} {what:40s} {same}/{n} equal (lengths {len(ours)} / {len(ref)})"
+              f"{'' if first is None else f', first difference at {first}'}  {'ok' if ok else 'FAIL'}", flush=True)
+
+    @property
+    def ok(self) -> bool:
+        return all(r["ok"] for r in self.rows)
+
+
+def run_node(mode: str, target: str, in_dir: str, out_dir: str) -> None:
+    if not os.path.isfile(ORT_RUN):
+        raise RuntimeError(f"{ORT_RUN} missing: build first (npx tsc -p .)")
+    r = subprocess.run(["node", ORT_RUN, mode, target, in_dir, out_dir], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"ort-run {mode} failed: {r.stderr.strip()[-2000:]}")
+
+
+def save_inputs(d: str, arrays: Dict[str, Any]) -> str:
+    import numpy as np
+
+    os.makedirs(d, exist_ok=True)
+    for k, v in arrays.items():
+        if isinstance(v, (dict, list)):
+            with open(os.path.join(d, f"{k}.json"), "w") as f:
+                json.dump(v, f)
+        else:
+            np.save(os.path.join(d, f"{k}.npy"), np.ascontiguousarray(v))
+    return d
+
+
+def load_outputs(d: str) -> Dict[str, Any]:
+    import numpy as np
+
+    return {f[:-4]: np.load(os.path.join(d, f)) for f in os.listdir(d) if f.endswith(".npy")}
+
+
+def export(args: argparse.Namespace, out: str, extra: List[str]) -> None:
+    import export_v3
+
+    rc = export_v3.main(["--out", out, "--upstream", upstream.upstream_dir(args.upstream)] + extra)
+    if rc != 0:
+        raise RuntimeError(f"export_v3 failed ({rc})")
+
+
+# ---- GPT ------------------------------------------------------------------------------------------
+
+
+def randomize_(module, gen) -> None:
+    """Upstream's init leaves layer norms at 1/0 and alphas at 1; give every parameter a random value so
+    that a weight the export mixed up cannot go unnoticed."""
+    import torch
+
+    for name, p in module.named_parameters():
+        if p.dim() == 1 and ("norm" in name or name.endswith("alpha")):
+            base = 1.0 if name.endswith("weight") or name.endswith("alpha") else 0.0
+            p.data.copy_(base + 0.1 * torch.randn(p.shape, generator=gen))
+        elif name.endswith("bias"):
+            p.data.copy_(0.05 * torch.randn(p.shape, generator=gen))
+
+
+def parity_t2s(args: argparse.Namespace, work: str, rep: Report) -> None:
+    import numpy as np
+    import torch
+    from AR.models.t2s_model import Text2SemanticDecoder
+
+    cfg_text = "upstream full size: 24 layers, 16 heads, hidden 512, FFN 2048, vocab 1025, phones 732"
+    gen = torch.Generator().manual_seed(SEED)
+    torch.manual_seed(SEED)
+    model = Text2SemanticDecoder(config=T2S_CONFIG, top_k=3)
+    randomize_(model, gen)
+    # The EOS column gets a low weight, so greedy decoding runs the whole compared length.
+    with torch.no_grad():
+        model.ar_predict_layer.weight[model.EOS] *= 0.1
+    model.eval()
+    ckpt = os.path.join(work, "s1v3.ckpt")
+    torch.save({"config": T2S_CONFIG, "weight": {f"model.{k}": v for k, v in model.state_dict().items()}}, ckpt)
+    out = os.path.join(work, "set")
+    t0 = time.time()
+    export(args, out, ["--gpt", ckpt, "--only", "t2s_encoder,t2s_prefill,t2s_step"])
+    print(f"parity: GPT exported in {time.time() - t0:.1f} s", flush=True)
+
+    nr, nt, t25 = 9, 14, 30
+    ref_seq = torch.randint(0, 732, (1, nr), generator=gen)
+    text_seq = torch.randint(0, 732, (1, nt), generator=gen)
+    ref_bert = torch.randn(nr, 1024, generator=gen) * 0.5
+    text_bert = torch.randn(nt, 1024, generator=gen) * 0.5
+    prompts = torch.randint(0, 1024, (1, t25), generator=gen)
+
+    def upstream_decode(bert: torch.Tensor, steps: int):
+        """upstream's infer_panel_naive, greedy (top_k 1), logits of every step captured."""
+        captured: List[torch.Tensor] = []
+        h = model.ar_predict_layer.register_forward_hook(lambda m, i, o: captured.append(o.detach().clone()))
+        try:
+            phones = torch.cat([ref_seq, text_seq], dim=1)
+            y = None
+            idx = 0
+            for y, idx in model.infer_panel_naive(phones, torch.tensor([phones.shape[1]]), prompts,
+                                                  bert.T.unsqueeze(0), top_k=1, early_stop_num=steps):
+                pass
+        finally:
+            h.remove()
+        gen_tokens = y[0, t25:].clone()
+        return torch.cat(captured, dim=0), gen_tokens
+
+    t0 = time.time()
+    with torch.no_grad():
+        ref_logits, ref_tokens = upstream_decode(torch.cat([ref_bert, text_bert], dim=0), T2S_STEPS)
+    print(f"parity: upstream decoded {len(ref_tokens)} tokens in {time.time() - t0:.1f} s", flush=True)
+    steps = ref_logits.shape[0]
+    fed = ref_tokens[: steps - 1]
+    dims = {"layers": 24, "heads": 16, "headDim": 32, "hidden": 512, "ffn": 2048, "vocab": 1025, "eos": 1024,
+            "phoneVocab": 732, "bertDim": 1024}
+    in_dir = save_inputs(os.path.join(work, "t2s_in"), {
+        "ref_seq": ref_seq.numpy(), "text_seq": text_seq.numpy(), "ref_bert": ref_bert.numpy(),
+        "text_bert": text_bert.numpy(), "prompts": prompts.numpy(), "tokens": fed.numpy().astype(np.int64), "t2s": dims})
+    out_dir = os.path.join(work, "t2s_out")
+    t0 = time.time()
+    run_node("t2s", out, in_dir, out_dir)
+    print(f"parity: onnxruntime decoded {steps - 1} steps in {time.time() - t0:.1f} s", flush=True)
+    o = load_outputs(out_dir)
+    # x: upstream's own input assembly
+    with torch.no_grad():
+        phones = torch.cat([ref_seq, text_seq], dim=1)
+        x_ref = model.ar_text_position(model.ar_text_embedding(phones) + model.bert_proj(torch.cat([ref_bert, text_bert]).unsqueeze(0)))
+    rep.add("t2s_encoder", "x", o["x"], x_ref.numpy(), 1e-4, 1e-5, cfg_text)
+    rep.add("t2s_prefill", "logits (prefill, step 0)", o["logits"][0], ref_logits[0].numpy(), 2e-3, 1e-4, cfg_text)
+    rep.add("t2s_step", f"logits, steps 1..{steps - 1} (teacher-forced)", o["logits"][1:], ref_logits[1:].numpy(),
+            2e-3, 1e-4, cfg_text)
+    worst = np.abs(o["logits"] - ref_logits.numpy()).max(axis=1)
+    print("parity: t2s per-step max|Δ|: " + " ".join(f"{v:.1e}" for v in worst), flush=True)
+
+    # Greedy decoding end to end: the gpt-semantic engine (zero BERT, as the service feeds it) vs upstream
+    with torch.no_grad():
+        _, ref_greedy = upstream_decode(torch.zeros(nr + nt, 1024), T2S_STEPS)
+    in_dir = save_inputs(os.path.join(work, "gpt_in"), {
+        "ref_seq": ref_seq.numpy(), "text_seq": text_seq.numpy(), "prompts": prompts.numpy(),
+        "max_tokens": np.array([len(ref_greedy)], dtype=np.int64), "t2s": dims})
+    out_dir = os.path.join(work, "gpt_out")
+    run_node("gpt", out, in_dir, out_dir)
+    rep.equal("t2s (engine)", "greedy tokens, gpt-semantic engine", load_outputs(out_dir)["tokens"], ref_greedy.numpy(),
+              cfg_text + "; top_k 1, repetition penalty 1.35, zero BERT")
+
+
+# ---- main -----------------------------------------------------------------------------------------
+
+
+PARTS = {"t2s": parity_t2s}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="parity.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--upstream", help="GPT-SoVITS checkout (default: $GSV_UPSTREAM_DIR)")
+    p.add_argument("--work", help="working directory (default: a temporary one, removed afterwards)")
+    p.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts: {', '.join(PARTS)}")
+    p.add_argument("--json", help="write the results as JSON here")
+    args = p.parse_args(argv)
+    try:
+        upstream.setup(args.upstream)
+    except upstream.UpstreamError as e:
+        print(f"parity: cannot run: {e}", file=sys.stderr)
+        return 2
+    import torch
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    parts = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in parts if s not in PARTS]
+    if unknown:
+        print(f"parity: unknown parts {unknown}", file=sys.stderr)
+        return 2
+    work = args.work or tempfile.mkdtemp(prefix="gsv-parity-")
+    os.makedirs(work, exist_ok=True)
+    rep = Report()
+    try:
+        for part in parts:
+            t0 = time.time()
+            os.makedirs(os.path.join(work, part), exist_ok=True)
+            PARTS[part](args, os.path.join(work, part), rep)
+            print(f"parity: {part} done in {time.time() - t0:.1f} s", flush=True)
+    finally:
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"seed": SEED, "ok": rep.ok, "rows": rep.rows}, f, indent=2)
+    print(f"parity: {'all within tolerance' if rep.ok else 'FAILED'} ({sum(r['ok'] for r in rep.rows)}/{len(rep.rows)})")
+    return 0 if rep.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
