@@ -107,11 +107,30 @@ def main(argv: Optional[List[str]] = None) -> int:
             log("wrote " + ", ".join(t2s_graphs))
         del model
 
+    # SoVITS v3: VQ, ge, encp, CFM's DiT
+    sv_graphs = [g for g in GROUPS["sovits"] if g in graphs]
+    if sv_graphs or not args.only:
+        import sovits
+
+        state, hps = sovits.load_sovits(need(args, "sovits", sv_graphs or GROUPS["sovits"]), args.lora)
+        dk = sovits.dit_kwargs(state)
+        dims_parts["sovits"] = dict(ssl_dim=state["ssl_proj.weight"].shape[0],
+                                    codebook=state["quantizer.vq.layers.0._codebook.embed"].shape[0],
+                                    ge_dim=hps["model"]["gin_channels"], fea_dim=dk["text_dim"])
+        info["dit"] = dk
+        if sv_graphs:
+            log(f"SoVITS v3: DiT {dk}" + (f", LoRA {args.lora} merged" if args.lora else ""))
+            m = sovits.build_sovits(state, hps, onnx_variant=True)
+            sovits.export_sovits(m, out, sv_graphs, opset=args.opset, fp16=args.fp16)
+            log("wrote " + ", ".join(sv_graphs))
+            del m
+        del state
+
     missing = contract.missing_graphs(out)
     if missing:
         log(f"no manifest written: graphs still missing: {', '.join(missing)}")
         return 0
-    raise SystemExit("export_v3: the SoVITS, vocoder and HuBERT parts are not written yet")
+    raise SystemExit("export_v3: the vocoder and HuBERT parts are not written yet")
 
 
 if __name__ == "__main__":

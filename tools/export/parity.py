@@ -220,10 +220,115 @@ def parity_t2s(args: argparse.Namespace, work: str, rep: Report) -> None:
               cfg_text + "; top_k 1, repetition penalty 1.35, zero BERT")
 
 
+# ---- SoVITS v3 -----------------------------------------------------------------------------------
+
+DIT_SMALL = dict(dim=256, depth=3, heads=4, dim_head=64, ff_mult=2, text_dim=512, conv_layers=4)
+CFM_STEPS = 4
+
+
+def parity_sovits(args: argparse.Namespace, work: str, rep: Report) -> None:
+    import numpy as np
+    import torch
+    import sovits
+
+    with open(os.path.join(upstream.upstream_dir(args.upstream), "GPT_SoVITS", "configs", "s2.json")) as f:
+        hps = json.load(f)
+    cfg_text = ("upstream configs/s2.json (enc_p 192 wide, 6 text layers, MRTE, WaveNet 512×8, ge 512), "
+                f"DiT reduced to {DIT_SMALL}")
+    gen = torch.Generator().manual_seed(SEED + 1)
+    torch.manual_seed(SEED + 1)
+    import module.models as mm
+    from f5_tts.model import DiT
+
+    with sovits._dit_sized(DIT_SMALL):
+        model = mm.SynthesizerTrnV3(hps["data"]["filter_length"] // 2 + 1,
+                                    hps["train"]["segment_size"] // hps["data"]["hop_length"],
+                                    n_speakers=hps["data"]["n_speakers"],
+                                    **{**hps["model"], "semantic_frame_rate": "25hz", "version": "v3"})
+    if hasattr(model, "enc_q"):
+        del model.enc_q
+    randomize_(model, gen)
+    with torch.no_grad():
+        # DiT's AdaLN-zero and GRN start at zero in training; give them values so every path counts
+        for name, p in model.cfm.named_parameters():
+            if "grn" in name or "attn_norm.linear" in name or "norm_out.linear" in name:
+                p.copy_(0.05 * torch.randn(p.shape, generator=gen))
+        cb = model.quantizer.vq.layers[0]._codebook
+        cb.embed.copy_(torch.randn(cb.embed.shape, generator=gen))
+        cb.inited.fill_(1)
+    model.eval()
+    ckpt = os.path.join(work, "s2Gv3.pth")
+    torch.save({"weight": model.state_dict(), "config": hps, "info": "parity random weights"}, ckpt)
+    out = os.path.join(work, "set")
+    t0 = time.time()
+    export(args, out, ["--sovits", ckpt, "--only", "vq_extract,ge_encoder,sovits_encp,cfm_dit"])
+    print(f"parity: SoVITS exported in {time.time() - t0:.1f} s", flush=True)
+
+    def graph(name: str, inputs: Dict[str, Any]) -> Dict[str, Any]:
+        d = save_inputs(os.path.join(work, f"{name}_in_{len(os.listdir(work))}"), inputs)
+        o = d.replace("_in_", "_out_")
+        run_node("graph", os.path.join(out, f"{name}.onnx"), d, o)
+        return load_outputs(o)
+
+    with torch.no_grad():
+        # vq_extract: upstream extract_latent on SSL features of a 3.2 s reference (T50 = 160)
+        ssl = torch.randn(1, 768, 161, generator=gen)
+        ref_codes = model.extract_latent(ssl)[0]  # [1, T25]
+        o = graph("vq_extract", {"ssl_content": ssl.numpy()})
+        rep.equal("vq_extract", "prompts (codes)", o["prompts"], ref_codes.numpy(), cfg_text)
+        # ge_encoder + sovits_encp: upstream decode_encp
+        refer = torch.rand(1, 1025, 160, generator=gen) * 2
+        codes = torch.randint(0, 1024, (1, 1, 37), generator=gen)
+        text = torch.randint(0, 732, (1, 21), generator=gen)
+        fea1, ge = model.decode_encp(codes, text, refer, ge=None, speed=1)
+        o = graph("ge_encoder", {"refer": refer.numpy()})
+        rep.add("ge_encoder", "ge", o["ge"], ge.numpy(), 1e-4, 1e-5, cfg_text)
+        for speed in (1.0, 0.8, 1.25):
+            ref = model.decode_encp(codes, text, refer, ge=ge, speed=speed)[0]
+            o = graph("sovits_encp", {"codes": codes.numpy(), "text": text.numpy(), "ge": ge.numpy(),
+                                      "speed": np.array([speed], dtype=np.float32)})
+            rep.add("sovits_encp", f"fea, speed {speed} (T25 37 → Tm {ref.shape[2]})", o["fea"], ref.numpy(), 1e-3, 1e-4,
+                    cfg_text)
+
+        # cfm_dit: upstream CFM.inference (Euler, prompt zeroed), the DiT's inputs and velocity captured each step
+        t_prompt, t_all = 40, 40 + ref.shape[2] // 2
+        mu = torch.randn(1, t_all, 512, generator=gen)
+        prompt = torch.randn(1, 100, t_prompt, generator=gen)
+        calls: List[Any] = []
+
+        def hook(mod, inputs, output):
+            calls.append([a.detach().clone() if torch.is_tensor(a) else a for a in inputs] + [output[0].detach().clone()])
+
+        h = model.cfm.estimator.register_forward_hook(hook)
+        torch.manual_seed(SEED + 2)
+        model.cfm.inference(mu, torch.LongTensor([t_all]), prompt, CFM_STEPS, inference_cfg_rate=0)
+        h.remove()
+    ours, refs = [], []
+    for i, c in enumerate(calls):
+        x, cond, x_lens, t, d, text_ = c[:6]
+        o = graph("cfm_dit", {"x": x.numpy(), "cond": cond.numpy(), "x_lens": x_lens.numpy().astype(np.int64),
+                              "time": t.numpy(), "dt_base_bootstrap": d.numpy(), "text": text_.numpy()})
+        ours.append(o["output"])
+        refs.append(c[6].numpy())
+        rep.add("cfm_dit", f"velocity, Euler step {i + 1}/{CFM_STEPS} (T {t_all})", o["output"], c[6].numpy(), 1e-3, 1e-4,
+                cfg_text)
+    # contract rule: a padded batch row equals the row alone
+    x, cond, x_lens, t, d, text_ = calls[1][:6]
+    pad = 23
+    junk = lambda a: torch.cat([a, 100 * torch.randn(*a.shape[:-1], pad, generator=gen)], dim=-1)
+    xb = torch.cat([junk(x), torch.randn(1, 100, t_all + pad, generator=gen)])
+    o = graph("cfm_dit", {"x": xb.numpy(), "cond": torch.cat([junk(cond), junk(cond)]).numpy(),
+                          "x_lens": np.array([t_all, t_all + pad], dtype=np.int64),
+                          "time": np.repeat(t.numpy(), 2), "dt_base_bootstrap": np.repeat(d.numpy(), 2),
+                          "text": torch.cat([junk(text_), junk(text_)]).numpy()})
+    rep.add("cfm_dit", f"padded batch row (x_lens {t_all} of {t_all + pad}) vs upstream", o["output"][0, :t_all],
+            refs[1][0], 1e-3, 1e-4, cfg_text)
+
+
 # ---- main -----------------------------------------------------------------------------------------
 
 
-PARTS = {"t2s": parity_t2s}
+PARTS = {"t2s": parity_t2s, "sovits": parity_sovits}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
