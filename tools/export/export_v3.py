@@ -126,11 +126,21 @@ def main(argv: Optional[List[str]] = None) -> int:
             del m
         del state
 
+    # BigVGAN
+    if "vocoder" in graphs:
+        import vocoder
+
+        vm = vocoder.load_bigvgan(need(args, "bigvgan", ["vocoder"]))
+        log(f"BigVGAN: {dict(vm.h).get('upsample_initial_channel')} channels, upsampling {list(vm.h.upsample_rates)}")
+        vocoder.export_vocoder(vm, out, opset=args.opset, fp16=args.fp16)
+        log("wrote vocoder")
+        del vm
+
     missing = contract.missing_graphs(out)
     if missing:
         log(f"no manifest written: graphs still missing: {', '.join(missing)}")
         return 0
-    raise SystemExit("export_v3: the vocoder and HuBERT parts are not written yet")
+    raise SystemExit("export_v3: the HuBERT part is not written yet")
 
 
 if __name__ == "__main__":

@@ -325,10 +325,57 @@ def parity_sovits(args: argparse.Namespace, work: str, rep: Report) -> None:
             refs[1][0], 1e-3, 1e-4, cfg_text)
 
 
+# ---- BigVGAN --------------------------------------------------------------------------------------
+
+# nvidia/bigvgan_v2_24khz_100band_256x's config.json, with upsample_initial_channel 1536 reduced to 256
+BIGVGAN_CONFIG = {
+    "resblock": "1", "num_mels": 100, "upsample_rates": [4, 4, 2, 2, 2, 2], "upsample_kernel_sizes": [8, 8, 4, 4, 4, 4],
+    "upsample_initial_channel": 256, "resblock_kernel_sizes": [3, 7, 11],
+    "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]], "use_tanh_at_final": False, "use_bias_at_final": False,
+    "activation": "snakebeta", "snake_logscale": True, "use_cqtd_instead_of_mrd": True, "sampling_rate": 24000,
+    "n_fft": 1024, "num_mels_": 100, "hop_size": 256, "win_size": 1024, "fmin": 0, "fmax": None,
+}
+
+
+def parity_vocoder(args: argparse.Namespace, work: str, rep: Report) -> None:
+    import numpy as np
+    import torch
+    from BigVGAN.bigvgan import BigVGAN
+    from BigVGAN.env import AttrDict
+
+    cfg_text = ("BigVGAN v2 24 kHz 100-band 256× (upsampling 4,4,2,2,2,2, AMP blocks 3/7/11, snakebeta log-scale, "
+                "no final tanh/bias), upsample_initial_channel 1536 reduced to 256; 40 mel frames")
+    gen = torch.Generator().manual_seed(SEED + 3)
+    torch.manual_seed(SEED + 3)
+    model = BigVGAN(AttrDict(BIGVGAN_CONFIG))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "alpha" in name or "beta" in name:  # snake parameters (log scale): spread them around 0
+                p.copy_(0.3 * torch.randn(p.shape, generator=gen))
+    folder = os.path.join(work, "bigvgan_v2_24khz_100band_256x")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(BIGVGAN_CONFIG, f)
+    torch.save({"generator": model.state_dict()}, os.path.join(folder, "bigvgan_generator.pt"))  # with weight norm, as NVIDIA ships it
+    out = os.path.join(work, "set")
+    t0 = time.time()
+    export(args, out, ["--bigvgan", folder, "--only", "vocoder"])
+    print(f"parity: BigVGAN exported in {time.time() - t0:.1f} s", flush=True)
+    model.remove_weight_norm()
+    model.eval()
+    mel = (torch.rand(1, 100, 40, generator=gen) * 10 - 10)  # log-mel in [-10, 0]
+    with torch.no_grad():
+        ref = model(mel)
+    d = save_inputs(os.path.join(work, "voc_in"), {"x": mel.numpy()})
+    run_node("graph", os.path.join(out, "vocoder.onnx"), d, os.path.join(work, "voc_out"))
+    o = load_outputs(os.path.join(work, "voc_out"))
+    rep.add("vocoder", f"audio ({ref.shape[2]} samples)", o["audio"], ref.numpy(), 1e-4, 1e-4, cfg_text)
+
+
 # ---- main -----------------------------------------------------------------------------------------
 
 
-PARTS = {"t2s": parity_t2s, "sovits": parity_sovits}
+PARTS = {"t2s": parity_t2s, "sovits": parity_sovits, "vocoder": parity_vocoder}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
