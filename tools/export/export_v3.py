@@ -136,11 +136,56 @@ def main(argv: Optional[List[str]] = None) -> int:
         log("wrote vocoder")
         del vm
 
+    # chinese-hubert-base
+    if "cnhubert" in graphs:
+        import hubert
+
+        hm = hubert.load_hubert(need(args, "hubert", ["cnhubert"]))
+        dims_parts["hubert"] = dict(ssl_dim=hm.config.hidden_size)
+        log(f"HuBERT: hidden {hm.config.hidden_size}, {hm.config.num_hidden_layers} layers")
+        hubert.export_hubert(hm, out, opset=args.opset, fp16=args.fp16)
+        log("wrote cnhubert")
+        del hm
+
+    # dims learnt by this run and earlier --only runs into the same folder
+    side = os.path.join(out, DIMS_FILE)
+    if os.path.isfile(side):
+        with open(side) as f:
+            dims_parts = {**json.load(f), **dims_parts}
+    with open(side, "w") as f:
+        json.dump(dims_parts, f, indent=2)
+
     missing = contract.missing_graphs(out)
     if missing:
         log(f"no manifest written: graphs still missing: {', '.join(missing)}")
         return 0
-    raise SystemExit("export_v3: the HuBERT part is not written yet")
+    try:
+        dims = make_dims(dims_parts)
+    except (KeyError, ValueError) as e:
+        print(f"export_v3: cannot write the manifest: {e}", file=sys.stderr)
+        return 1
+    name = args.name or os.path.basename(out.rstrip(os.sep))
+    desc = args.description or ("GPT-SoVITS v3 exported by tools/export/export_v3.py from "
+                                + ", ".join(os.path.basename(v) for v in (args.gpt, args.sovits, args.lora) if v)
+                                + (" (fp16)" if args.fp16 else ""))
+    contract.write_manifest(out, name=name, description=desc, dims=dims,
+                            extra={"tool": "tools/export/export_v3.py", "fp16": bool(args.fp16), "opset": args.opset,
+                                   **({"lora": os.path.basename(args.lora)} if args.lora else {})})
+    log(f"wrote {os.path.join(out, contract.MANIFEST_FILE)}")
+    return 0
+
+
+DIMS_FILE = ".export-dims.json"
+
+
+def make_dims(parts: Dict[str, Dict[str, int]]) -> Dict[str, object]:
+    """manifest.dims from the sizes read off the checkpoints; the SSL width must agree between HuBERT and SoVITS."""
+    t, sv, hb = parts["t2s"], parts["sovits"], parts["hubert"]
+    if hb["ssl_dim"] != sv["ssl_dim"]:
+        raise ValueError(f"HuBERT width {hb['ssl_dim']} does not match the SoVITS ssl_proj ({sv['ssl_dim']})")
+    return contract.make_dims(layers=t["layers"], heads=t["heads"], hidden=t["hidden"], ffn=t["ffn"], vocab=t["vocab"],
+                              eos=t["eos"], phone_vocab=t["phone_vocab"], bert_dim=t["bert_dim"], ssl_dim=sv["ssl_dim"],
+                              codebook=sv["codebook"], ge_dim=sv["ge_dim"], fea_dim=sv["fea_dim"])
 
 
 if __name__ == "__main__":

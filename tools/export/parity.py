@@ -372,10 +372,48 @@ def parity_vocoder(args: argparse.Namespace, work: str, rep: Report) -> None:
     rep.add("vocoder", f"audio ({ref.shape[2]} samples)", o["audio"], ref.numpy(), 1e-4, 1e-4, cfg_text)
 
 
+# ---- HuBERT ---------------------------------------------------------------------------------------
+
+HUBERT_CONFIG = {"hidden_size": 768, "num_hidden_layers": 2, "num_attention_heads": 12, "intermediate_size": 3072,
+                 "conv_dim": [512] * 7, "conv_kernel": [10, 3, 3, 3, 3, 2, 2], "conv_stride": [5, 2, 2, 2, 2, 2, 2],
+                 "conv_bias": False, "num_conv_pos_embeddings": 128, "num_conv_pos_embedding_groups": 16,
+                 "feat_extract_norm": "group", "do_stable_layer_norm": False, "feat_proj_layer_norm": True,
+                 "layer_norm_eps": 1e-5, "hidden_act": "gelu", "model_type": "hubert"}
+
+
+def parity_hubert(args: argparse.Namespace, work: str, rep: Report) -> None:
+    import torch
+    import transformers
+    from transformers import HubertModel
+
+    shim = os.path.dirname(os.path.dirname(os.path.abspath(transformers.__file__))) == os.path.join(HERE, "shims")
+    cfg_text = ("chinese-hubert-base config with 2 of its 12 layers; 3.0 s + 0.6 s pad; "
+                + ("transformers is the shim here (tools/export/shims): the module itself is not checked against "
+                   "transformers, only its export" if shim else f"transformers {transformers.__version__}"))
+    gen = torch.Generator().manual_seed(SEED + 4)
+    torch.manual_seed(SEED + 4)
+    model = HubertModel(HUBERT_CONFIG)
+    randomize_(model, gen)
+    model.eval()
+    folder = os.path.join(work, "chinese-hubert-base")
+    model.save_pretrained(folder)
+    out = os.path.join(work, "set")
+    t0 = time.time()
+    export(args, out, ["--hubert", folder, "--only", "cnhubert"])
+    print(f"parity: HuBERT exported in {time.time() - t0:.1f} s", flush=True)
+    wav = torch.cat([0.3 * torch.randn(1, 48000, generator=gen), torch.zeros(1, 9600)], dim=1)
+    with torch.no_grad():
+        ref = model(wav)["last_hidden_state"].transpose(1, 2)
+    d = save_inputs(os.path.join(work, "hub_in"), {"ref_audio_16k": wav.numpy()})
+    run_node("graph", os.path.join(out, "cnhubert.onnx"), d, os.path.join(work, "hub_out"))
+    o = load_outputs(os.path.join(work, "hub_out"))
+    rep.add("cnhubert", f"ssl_content (T50 {ref.shape[2]})", o["ssl_content"], ref.numpy(), 1e-3, 1e-4, cfg_text)
+
+
 # ---- main -----------------------------------------------------------------------------------------
 
 
-PARTS = {"t2s": parity_t2s, "sovits": parity_sovits, "vocoder": parity_vocoder}
+PARTS = {"t2s": parity_t2s, "sovits": parity_sovits, "vocoder": parity_vocoder, "hubert": parity_hubert}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
