@@ -1,0 +1,196 @@
+/**
+ * The ONNX side of tools/export/parity.py: runs exported graphs with onnxruntime-node, exactly as the
+ * services load them, reading inputs and writing outputs as .npy files (Debian has no Python
+ * onnxruntime). Not part of the product.
+ *
+ *   node dist/tools/export/ort-run.js graph <model.onnx> <inDir> <outDir>
+ *       every <inDir>/<name>.npy is the input <name>; every output is written to <outDir>/<name>.npy
+ *   node dist/tools/export/ort-run.js t2s <setDir> <inDir> <outDir>
+ *       teacher-forced GPT decoding as gpt-semantic runs it: t2s_encoder, t2s_prefill, then one
+ *       t2s_step per token of tokens.npy over a masked KV cache of capacity Kc whose dead slots hold
+ *       garbage; writes logits.npy [1+steps, vocab] (prefill, then each step)
+ *   node dist/tools/export/ort-run.js gpt <setDir> <inDir> <outDir>
+ *       the gpt-semantic engine (services/gpt-semantic/engine.ts) with greedy sampling (top_k 1,
+ *       upstream's repetition penalty 1.35): writes tokens.npy
+ */
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import * as ort from "onnxruntime-node";
+import type { Manifest } from "../../shared/manifest.js";
+import { sessionOptions } from "../../shared/ort-options.js";
+import { GptEngine, type GptResult } from "../../services/gpt-semantic/engine.js";
+
+type Arr = { dtype: "float32" | "int64" | "int32" | "float64"; shape: number[]; data: Float32Array | BigInt64Array | Int32Array | Float64Array };
+
+const DESCR: Record<string, Arr["dtype"]> = { "<f4": "float32", "<i8": "int64", "<i4": "int32", "<f8": "float64" };
+
+export function readNpy(path: string): Arr {
+  const buf = readFileSync(path);
+  if (buf.toString("latin1", 1, 6) !== "NUMPY") throw new Error(`${path}: not a .npy file`);
+  const major = buf[6];
+  const hlen = major === 1 ? buf.readUInt16LE(8) : buf.readUInt32LE(8);
+  const hstart = major === 1 ? 10 : 12;
+  const header = buf.toString("latin1", hstart, hstart + hlen);
+  const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1] ?? "";
+  const dtype = DESCR[descr];
+  if (!dtype) throw new Error(`${path}: dtype ${descr} not supported`);
+  if (/'fortran_order':\s*True/.test(header)) throw new Error(`${path}: Fortran order not supported`);
+  const shape = (/'shape':\s*\(([^)]*)\)/.exec(header)?.[1] ?? "").split(",").map((s) => s.trim()).filter(Boolean).map(Number);
+  const off = hstart + hlen;
+  const bytes = buf.buffer.slice(buf.byteOffset + off, buf.byteOffset + buf.length);
+  const data =
+    dtype === "float32" ? new Float32Array(bytes) : dtype === "int64" ? new BigInt64Array(bytes) : dtype === "int32" ? new Int32Array(bytes) : new Float64Array(bytes);
+  return { dtype, shape, data };
+}
+
+export function writeNpy(path: string, a: Arr): void {
+  const descr = Object.entries(DESCR).find(([, v]) => v === a.dtype)![0];
+  const shape = a.shape.length === 1 ? `(${a.shape[0]},)` : `(${a.shape.join(", ")})`;
+  let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': ${shape}, }`;
+  const total = 10 + header.length + 1;
+  header += " ".repeat((64 - (total % 64)) % 64) + "\n";
+  const pre = Buffer.alloc(10);
+  pre.write("\x93NUMPY", 0, "latin1");
+  pre[6] = 1;
+  pre[7] = 0;
+  pre.writeUInt16LE(header.length, 8);
+  writeFileSync(path, Buffer.concat([pre, Buffer.from(header, "latin1"), Buffer.from(a.data.buffer, a.data.byteOffset, a.data.byteLength)]));
+}
+
+const toTensor = (a: Arr): ort.Tensor => new ort.Tensor(a.dtype, a.data as Float32Array, a.shape);
+const fromTensor = (t: ort.Tensor): Arr => ({ dtype: t.type as Arr["dtype"], shape: [...t.dims], data: t.data as Float32Array });
+
+function readInputs(inDir: string): Record<string, Arr> {
+  const out: Record<string, Arr> = {};
+  for (const f of readdirSync(inDir)) if (f.endsWith(".npy")) out[f.slice(0, -4)] = readNpy(join(inDir, f));
+  return out;
+}
+
+/** The GPT dims from <inDir>/t2s.json (the set may not hold all nine graphs yet while parity runs). */
+function gptDims(inDir: string): Manifest["dims"]["t2s"] {
+  return JSON.parse(readFileSync(join(inDir, "t2s.json"), "utf8")) as Manifest["dims"]["t2s"];
+}
+
+async function session(path: string): Promise<ort.InferenceSession> {
+  return ort.InferenceSession.create(path, sessionOptions(2));
+}
+
+async function runGraph(model: string, inDir: string, outDir: string): Promise<void> {
+  const s = await session(model);
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const [k, v] of Object.entries(readInputs(inDir))) feeds[k] = toTensor(v);
+  const out = await s.run(feeds);
+  for (const [k, v] of Object.entries(out)) writeNpy(join(outDir, `${k}.npy`), fromTensor(v));
+}
+
+/** Teacher-forced decoding: the logits of the prefill and of a step per given token. */
+async function runT2s(setDir: string, inDir: string, outDir: string): Promise<void> {
+  const d = gptDims(inDir);
+  const inp = readInputs(inDir);
+  const enc = await session(join(setDir, "t2s_encoder.onnx"));
+  const pre = await session(join(setDir, "t2s_prefill.onnx"));
+  const step = await session(join(setDir, "t2s_step.onnx"));
+  const x = await enc.run({
+    ref_seq: toTensor(inp.ref_seq),
+    text_seq: toTensor(inp.text_seq),
+    ref_bert: toTensor(inp.ref_bert),
+    text_bert: toTensor(inp.text_bert),
+  });
+  writeNpy(join(outDir, "x.npy"), fromTensor(x.x));
+  const p = await pre.run({ x: x.x, prompts: toTensor(inp.prompts) });
+  const tokens = inp.tokens.data as BigInt64Array;
+  const t25 = inp.prompts.shape[1];
+  const n = x.x.dims[1] + t25;
+  const steps = tokens.length;
+  // capacity with room to spare; dead slots hold large garbage that the mask must hide
+  const cap = n + steps + 7;
+  const per = d.heads * cap * d.headDim;
+  const K = Array.from({ length: d.layers }, () => new Float32Array(per).fill(1e4));
+  const V = Array.from({ length: d.layers }, () => new Float32Array(per).fill(-1e4));
+  const mask = new Float32Array(cap);
+  // write the prefill's [1,Hh,n,Dh] into slots laid out in reverse order (slot order is irrelevant to the graph)
+  const slotOf = (posIdx: number): number => cap - 1 - posIdx;
+  const put = (l: number, pos: number, k: Float32Array, v: Float32Array, len: number, at: number): void => {
+    for (let h = 0; h < d.heads; h++) {
+      const src = (h * len + at) * d.headDim;
+      const dst = (h * cap + slotOf(pos)) * d.headDim;
+      K[l].set(k.subarray(src, src + d.headDim), dst);
+      V[l].set(v.subarray(src, src + d.headDim), dst);
+    }
+  };
+  for (let l = 0; l < d.layers; l++) {
+    const k = p[`k_${l}`].data as Float32Array;
+    const v = p[`v_${l}`].data as Float32Array;
+    for (let i = 0; i < n; i++) put(l, i, k, v, n, i);
+  }
+  for (let i = 0; i < n; i++) mask[slotOf(i)] = 1;
+  const logits = new Float32Array((1 + steps) * d.vocab);
+  logits.set(p.logits.data as Float32Array, 0);
+  for (let s = 0; s < steps; s++) {
+    const feeds: Record<string, ort.Tensor> = {
+      token: new ort.Tensor("int64", BigInt64Array.of(tokens[s]), [1, 1]),
+      pos: new ort.Tensor("int64", BigInt64Array.of(BigInt(t25 + s)), [1]),
+      past_mask: new ort.Tensor("float32", mask, [1, cap]),
+    };
+    for (let l = 0; l < d.layers; l++) {
+      feeds[`past_k_${l}`] = new ort.Tensor("float32", K[l], [1, d.heads, cap, d.headDim]);
+      feeds[`past_v_${l}`] = new ort.Tensor("float32", V[l], [1, d.heads, cap, d.headDim]);
+    }
+    const o = await step.run(feeds);
+    logits.set(o.logits.data as Float32Array, (1 + s) * d.vocab);
+    for (let l = 0; l < d.layers; l++) put(l, n + s, o[`k_${l}`].data as Float32Array, o[`v_${l}`].data as Float32Array, 1, 0);
+    mask[slotOf(n + s)] = 1;
+  }
+  writeNpy(join(outDir, "logits.npy"), { dtype: "float32", shape: [1 + steps, d.vocab], data: logits });
+}
+
+/** The gpt-semantic engine with greedy sampling; BERT features are zero there (as in the service). */
+async function runGpt(setDir: string, inDir: string, outDir: string): Promise<void> {
+  const inp = readInputs(inDir);
+  // the engine reads only dims.t2s and lengthPolicy (null in an exported set: stop on EOS or at 1500)
+  const m = { dims: { t2s: gptDims(inDir) }, lengthPolicy: null } as unknown as Manifest;
+  const sessions = {
+    t2s_encoder: await session(join(setDir, "t2s_encoder.onnx")),
+    t2s_prefill: await session(join(setDir, "t2s_prefill.onnx")),
+    t2s_step: await session(join(setDir, "t2s_step.onnx")),
+  };
+  const engine = new GptEngine(sessions, m, { maxRows: 4 });
+  const i32 = (a: Arr): Int32Array => Int32Array.from(a.data as BigInt64Array, (v) => Number(v));
+  const maxTokens = Number((inp.max_tokens?.data as BigInt64Array | undefined)?.[0] ?? 0n);
+  engine.add({
+    id: "parity",
+    promptIds: i32(inp.ref_seq),
+    textIds: i32(inp.text_seq),
+    prompts: i32(inp.prompts),
+    sampling: { topK: 1, topP: 1, temperature: 1, repetitionPenalty: 1.35 },
+    seed: 1,
+  });
+  let result: GptResult | undefined;
+  for (let i = 0; !result && i < 1600; i++) {
+    const done = await engine.step();
+    result = done[0];
+    if (!result && maxTokens && i >= maxTokens) {
+      engine.abort("parity");
+    }
+  }
+  if (!result) throw new Error("engine did not finish");
+  // an abort lands between steps, so the engine may have sampled past max_tokens: keep the first max_tokens
+  const tokens = maxTokens ? result.tokens.subarray(0, maxTokens) : result.tokens;
+  writeNpy(join(outDir, "tokens.npy"), { dtype: "int64", shape: [tokens.length], data: BigInt64Array.from(tokens, (v) => BigInt(v)) });
+  writeFileSync(join(outDir, "gpt.json"), JSON.stringify({ stoppedBy: result.stoppedBy, n: result.tokens.length }));
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [mode, a, inDir, outDir] = argv;
+  if (!mode || !a || !inDir || !outDir) throw new Error("usage: ort-run graph|t2s|gpt <model|setDir> <inDir> <outDir>");
+  mkdirSync(outDir, { recursive: true });
+  if (mode === "graph") await runGraph(a, inDir, outDir);
+  else if (mode === "t2s") await runT2s(a, inDir, outDir);
+  else if (mode === "gpt") await runGpt(a, inDir, outDir);
+  else throw new Error(`unknown mode ${mode}`);
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  console.error(`ort-run: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,459 @@
+#!/usr/bin/env python3
+"""Parity of the exporter with upstream GPT-SoVITS (docs/parity.md).
+
+Builds upstream's own modules (from a checkout: --upstream or GSV_UPSTREAM_DIR) with random weights
+from a fixed seed, saves them as checkpoints in upstream's formats, exports them with export_v3.py,
+runs upstream's modules and the exported graphs (onnxruntime-node, as the services run them, through
+dist/tools/export/ort-run.js) on the same inputs and compares the outputs.
+
+  python3 tools/export/parity.py [--upstream DIR] [--work DIR] [--only t2s,sovits,vocoder,hubert]
+                                 [--json FILE] [--markdown FILE]
+
+Exit status 0 when every comparison is within its tolerance, 1 otherwise, 2 when it cannot run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Dict, List, Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+import upstream  # noqa: E402
+
+SEED = 20261125
+ORT_RUN = os.path.join(ROOT, "dist", "tools", "export", "ort-run.js")
+
+# The configurations parity runs (random weights). The GPT is upstream's full size (s1longer-v2.yaml).
+T2S_CONFIG = {
+    "model": {"vocab_size": 1025, "phoneme_vocab_size": 732, "embedding_dim": 512, "hidden_dim": 512, "head": 16,
+              "linear_units": 2048, "n_layer": 24, "dropout": 0, "EOS": 1024, "random_bert": 0},
+    "data": {"max_sec": 54, "pad_val": 1024},
+    "inference": {"top_k": 15},
+}
+T2S_STEPS = 40  # decode steps compared (upstream's early_stop_num bounds the loop)
+
+
+class Report:
+    def __init__(self) -> None:
+        self.rows: List[Dict[str, Any]] = []
+
+    def add(self, graph: str, what: str, ours, ref, tol_abs: float, tol_rel: float, config: str) -> None:
+        import numpy as np
+
+        ours = np.asarray(ours, dtype=np.float64)
+        ref = np.asarray(ref, dtype=np.float64)
+        if ours.shape != ref.shape:
+            self.rows.append({"graph": graph, "what": what, "ok": False, "error": f"shape {ours.shape} vs {ref.shape}",
+                              "config": config})
+            print(f"parity: {graph:12s} {what:40s} SHAPE MISMATCH {ours.shape} vs {ref.shape}", flush=True)
+            return
+        err = np.abs(ours - ref)
+        max_abs = float(err.max()) if err.size else 0.0
+        scale = float(np.abs(ref).max()) if ref.size else 0.0
+        max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
+        ok = bool(np.isfinite(ours).all()) and max_abs <= tol_abs and max_rel <= tol_rel
+        self.rows.append({"graph": graph, "what": what, "n": int(ref.size), "max_abs": max_abs, "max_rel": max_rel,
+                          "ref_max": scale, "tol_abs": tol_abs, "tol_rel": tol_rel, "ok": ok, "config": config})
+        print(f"parity: {graph:12s} {what:40s} max|Δ| {max_abs:.3e}  rel {max_rel:.3e}  (|ref|max {scale:.3g})"
+              f"  {'ok' if ok else 'FAIL'}", flush=True)
+
+    def equal(self, graph: str, what: str, ours, ref, config: str) -> None:
+        import numpy as np
+
+        ours = np.asarray(ours).reshape(-1)
+        ref = np.asarray(ref).reshape(-1)
+        n = min(len(ours), len(ref))
+        same = int((ours[:n] == ref[:n]).sum())
+        first = next((i for i in range(n) if ours[i] != ref[i]), None)
+        ok = len(ours) == len(ref) and same == n
+        self.rows.append({"graph": graph, "what": what, "n": n, "equal": same, "len_ours": len(ours), "len_ref": len(ref),
+                          "first_diff": first, "ok": ok, "config": config})
+        print(f"parity: {graph:12s} {what:40s} {same}/{n} equal (lengths {len(ours)} / {len(ref)})"
+              f"{'' if first is None else f', first difference at {first}'}  {'ok' if ok else 'FAIL'}", flush=True)
+
+    @property
+    def ok(self) -> bool:
+        return all(r["ok"] for r in self.rows)
+
+
+def run_node(mode: str, target: str, in_dir: str, out_dir: str) -> None:
+    if not os.path.isfile(ORT_RUN):
+        raise RuntimeError(f"{ORT_RUN} missing: build first (npx tsc -p .)")
+    r = subprocess.run(["node", ORT_RUN, mode, target, in_dir, out_dir], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"ort-run {mode} failed: {r.stderr.strip()[-2000:]}")
+
+
+def save_inputs(d: str, arrays: Dict[str, Any]) -> str:
+    import numpy as np
+
+    os.makedirs(d, exist_ok=True)
+    for k, v in arrays.items():
+        if isinstance(v, (dict, list)):
+            with open(os.path.join(d, f"{k}.json"), "w") as f:
+                json.dump(v, f)
+        else:
+            np.save(os.path.join(d, f"{k}.npy"), np.ascontiguousarray(v))
+    return d
+
+
+def load_outputs(d: str) -> Dict[str, Any]:
+    import numpy as np
+
+    return {f[:-4]: np.load(os.path.join(d, f)) for f in os.listdir(d) if f.endswith(".npy")}
+
+
+def export(args: argparse.Namespace, out: str, extra: List[str]) -> None:
+    import export_v3
+
+    rc = export_v3.main(["--out", out, "--upstream", upstream.upstream_dir(args.upstream)] + extra)
+    if rc != 0:
+        raise RuntimeError(f"export_v3 failed ({rc})")
+
+
+# ---- GPT ------------------------------------------------------------------------------------------
+
+
+def randomize_(module, gen) -> None:
+    """Upstream's init leaves layer norms at 1/0 and alphas at 1; give every parameter a random value so
+    that a weight the export mixed up cannot go unnoticed."""
+    import torch
+
+    for name, p in module.named_parameters():
+        if p.dim() == 1 and ("norm" in name or name.endswith("alpha")):
+            base = 1.0 if name.endswith("weight") or name.endswith("alpha") else 0.0
+            p.data.copy_(base + 0.1 * torch.randn(p.shape, generator=gen))
+        elif name.endswith("bias"):
+            p.data.copy_(0.05 * torch.randn(p.shape, generator=gen))
+
+
+def parity_t2s(args: argparse.Namespace, work: str, rep: Report) -> None:
+    import numpy as np
+    import torch
+    from AR.models.t2s_model import Text2SemanticDecoder
+
+    cfg_text = "upstream full size: 24 layers, 16 heads, hidden 512, FFN 2048, vocab 1025, phones 732"
+    gen = torch.Generator().manual_seed(SEED)
+    torch.manual_seed(SEED)
+    model = Text2SemanticDecoder(config=T2S_CONFIG, top_k=3)
+    randomize_(model, gen)
+    # The EOS column gets a low weight, so greedy decoding runs the whole compared length.
+    with torch.no_grad():
+        model.ar_predict_layer.weight[model.EOS] *= 0.1
+    model.eval()
+    ckpt = os.path.join(work, "s1v3.ckpt")
+    torch.save({"config": T2S_CONFIG, "weight": {f"model.{k}": v for k, v in model.state_dict().items()}}, ckpt)
+    out = os.path.join(work, "set")
+    t0 = time.time()
+    export(args, out, ["--gpt", ckpt, "--only", "t2s_encoder,t2s_prefill,t2s_step"])
+    print(f"parity: GPT exported in {time.time() - t0:.1f} s", flush=True)
+
+    nr, nt, t25 = 9, 14, 30
+    ref_seq = torch.randint(0, 732, (1, nr), generator=gen)
+    text_seq = torch.randint(0, 732, (1, nt), generator=gen)
+    ref_bert = torch.randn(nr, 1024, generator=gen) * 0.5
+    text_bert = torch.randn(nt, 1024, generator=gen) * 0.5
+    prompts = torch.randint(0, 1024, (1, t25), generator=gen)
+
+    def upstream_decode(bert: torch.Tensor, steps: int):
+        """upstream's infer_panel_naive, greedy (top_k 1), logits of every step captured."""
+        captured: List[torch.Tensor] = []
+        h = model.ar_predict_layer.register_forward_hook(lambda m, i, o: captured.append(o.detach().clone()))
+        try:
+            phones = torch.cat([ref_seq, text_seq], dim=1)
+            y = None
+            idx = 0
+            for y, idx in model.infer_panel_naive(phones, torch.tensor([phones.shape[1]]), prompts,
+                                                  bert.T.unsqueeze(0), top_k=1, early_stop_num=steps):
+                pass
+        finally:
+            h.remove()
+        gen_tokens = y[0, t25:].clone()
+        return torch.cat(captured, dim=0), gen_tokens
+
+    t0 = time.time()
+    with torch.no_grad():
+        ref_logits, ref_tokens = upstream_decode(torch.cat([ref_bert, text_bert], dim=0), T2S_STEPS)
+    print(f"parity: upstream decoded {len(ref_tokens)} tokens in {time.time() - t0:.1f} s", flush=True)
+    steps = ref_logits.shape[0]
+    fed = ref_tokens[: steps - 1]
+    dims = {"layers": 24, "heads": 16, "headDim": 32, "hidden": 512, "ffn": 2048, "vocab": 1025, "eos": 1024,
+            "phoneVocab": 732, "bertDim": 1024}
+    in_dir = save_inputs(os.path.join(work, "t2s_in"), {
+        "ref_seq": ref_seq.numpy(), "text_seq": text_seq.numpy(), "ref_bert": ref_bert.numpy(),
+        "text_bert": text_bert.numpy(), "prompts": prompts.numpy(), "tokens": fed.numpy().astype(np.int64), "t2s": dims})
+    out_dir = os.path.join(work, "t2s_out")
+    t0 = time.time()
+    run_node("t2s", out, in_dir, out_dir)
+    print(f"parity: onnxruntime decoded {steps - 1} steps in {time.time() - t0:.1f} s", flush=True)
+    o = load_outputs(out_dir)
+    # x: upstream's own input assembly
+    with torch.no_grad():
+        phones = torch.cat([ref_seq, text_seq], dim=1)
+        x_ref = model.ar_text_position(model.ar_text_embedding(phones) + model.bert_proj(torch.cat([ref_bert, text_bert]).unsqueeze(0)))
+    rep.add("t2s_encoder", "x", o["x"], x_ref.numpy(), 1e-4, 1e-5, cfg_text)
+    rep.add("t2s_prefill", "logits (prefill, step 0)", o["logits"][0], ref_logits[0].numpy(), 2e-3, 1e-4, cfg_text)
+    rep.add("t2s_step", f"logits, steps 1..{steps - 1} (teacher-forced)", o["logits"][1:], ref_logits[1:].numpy(),
+            2e-3, 1e-4, cfg_text)
+    worst = np.abs(o["logits"] - ref_logits.numpy()).max(axis=1)
+    print("parity: t2s per-step max|Δ|: " + " ".join(f"{v:.1e}" for v in worst), flush=True)
+
+    # Greedy decoding end to end: the gpt-semantic engine (zero BERT, as the service feeds it) vs upstream
+    with torch.no_grad():
+        _, ref_greedy = upstream_decode(torch.zeros(nr + nt, 1024), T2S_STEPS)
+    in_dir = save_inputs(os.path.join(work, "gpt_in"), {
+        "ref_seq": ref_seq.numpy(), "text_seq": text_seq.numpy(), "prompts": prompts.numpy(),
+        "max_tokens": np.array([len(ref_greedy)], dtype=np.int64), "t2s": dims})
+    out_dir = os.path.join(work, "gpt_out")
+    run_node("gpt", out, in_dir, out_dir)
+    rep.equal("t2s (engine)", "greedy tokens, gpt-semantic engine", load_outputs(out_dir)["tokens"], ref_greedy.numpy(),
+              cfg_text + "; top_k 1, repetition penalty 1.35, zero BERT")
+
+
+# ---- SoVITS v3 -----------------------------------------------------------------------------------
+
+DIT_SMALL = dict(dim=256, depth=3, heads=4, dim_head=64, ff_mult=2, text_dim=512, conv_layers=4)
+CFM_STEPS = 4
+
+
+def parity_sovits(args: argparse.Namespace, work: str, rep: Report) -> None:
+    import numpy as np
+    import torch
+    import sovits
+
+    with open(os.path.join(upstream.upstream_dir(args.upstream), "GPT_SoVITS", "configs", "s2.json")) as f:
+        hps = json.load(f)
+    cfg_text = ("upstream configs/s2.json (enc_p 192 wide, 6 text layers, MRTE, WaveNet 512×8, ge 512), "
+                f"DiT reduced to {DIT_SMALL}")
+    gen = torch.Generator().manual_seed(SEED + 1)
+    torch.manual_seed(SEED + 1)
+    import module.models as mm
+    from f5_tts.model import DiT
+
+    with sovits._dit_sized(DIT_SMALL):
+        model = mm.SynthesizerTrnV3(hps["data"]["filter_length"] // 2 + 1,
+                                    hps["train"]["segment_size"] // hps["data"]["hop_length"],
+                                    n_speakers=hps["data"]["n_speakers"],
+                                    **{**hps["model"], "semantic_frame_rate": "25hz", "version": "v3"})
+    if hasattr(model, "enc_q"):
+        del model.enc_q
+    randomize_(model, gen)
+    with torch.no_grad():
+        # DiT's AdaLN-zero and GRN start at zero in training; give them values so every path counts
+        for name, p in model.cfm.named_parameters():
+            if "grn" in name or "attn_norm.linear" in name or "norm_out.linear" in name:
+                p.copy_(0.05 * torch.randn(p.shape, generator=gen))
+        cb = model.quantizer.vq.layers[0]._codebook
+        cb.embed.copy_(torch.randn(cb.embed.shape, generator=gen))
+        cb.inited.fill_(1)
+    model.eval()
+    ckpt = os.path.join(work, "s2Gv3.pth")
+    torch.save({"weight": model.state_dict(), "config": hps, "info": "parity random weights"}, ckpt)
+    out = os.path.join(work, "set")
+    t0 = time.time()
+    export(args, out, ["--sovits", ckpt, "--only", "vq_extract,ge_encoder,sovits_encp,cfm_dit"])
+    print(f"parity: SoVITS exported in {time.time() - t0:.1f} s", flush=True)
+
+    def graph(name: str, inputs: Dict[str, Any]) -> Dict[str, Any]:
+        d = save_inputs(os.path.join(work, f"{name}_in_{len(os.listdir(work))}"), inputs)
+        o = d.replace("_in_", "_out_")
+        run_node("graph", os.path.join(out, f"{name}.onnx"), d, o)
+        return load_outputs(o)
+
+    with torch.no_grad():
+        # vq_extract: upstream extract_latent on SSL features of a 3.2 s reference (T50 = 160)
+        ssl = torch.randn(1, 768, 161, generator=gen)
+        ref_codes = model.extract_latent(ssl)[0]  # [1, T25]
+        o = graph("vq_extract", {"ssl_content": ssl.numpy()})
+        rep.equal("vq_extract", "prompts (codes)", o["prompts"], ref_codes.numpy(), cfg_text)
+        # ge_encoder + sovits_encp: upstream decode_encp
+        refer = torch.rand(1, 1025, 160, generator=gen) * 2
+        codes = torch.randint(0, 1024, (1, 1, 37), generator=gen)
+        text = torch.randint(0, 732, (1, 21), generator=gen)
+        fea1, ge = model.decode_encp(codes, text, refer, ge=None, speed=1)
+        o = graph("ge_encoder", {"refer": refer.numpy()})
+        rep.add("ge_encoder", "ge", o["ge"], ge.numpy(), 1e-4, 1e-5, cfg_text)
+        for speed in (1.0, 0.8, 1.25):
+            ref = model.decode_encp(codes, text, refer, ge=ge, speed=speed)[0]
+            o = graph("sovits_encp", {"codes": codes.numpy(), "text": text.numpy(), "ge": ge.numpy(),
+                                      "speed": np.array([speed], dtype=np.float32)})
+            rep.add("sovits_encp", f"fea, speed {speed} (T25 37 → Tm {ref.shape[2]})", o["fea"], ref.numpy(), 1e-3, 1e-4,
+                    cfg_text)
+
+        # cfm_dit: upstream CFM.inference (Euler, prompt zeroed), the DiT's inputs and velocity captured each step
+        t_prompt, t_all = 40, 40 + ref.shape[2] // 2
+        mu = torch.randn(1, t_all, 512, generator=gen)
+        prompt = torch.randn(1, 100, t_prompt, generator=gen)
+        calls: List[Any] = []
+
+        def hook(mod, inputs, output):
+            calls.append([a.detach().clone() if torch.is_tensor(a) else a for a in inputs] + [output[0].detach().clone()])
+
+        h = model.cfm.estimator.register_forward_hook(hook)
+        torch.manual_seed(SEED + 2)
+        model.cfm.inference(mu, torch.LongTensor([t_all]), prompt, CFM_STEPS, inference_cfg_rate=0)
+        h.remove()
+    ours, refs = [], []
+    for i, c in enumerate(calls):
+        x, cond, x_lens, t, d, text_ = c[:6]
+        o = graph("cfm_dit", {"x": x.numpy(), "cond": cond.numpy(), "x_lens": x_lens.numpy().astype(np.int64),
+                              "time": t.numpy(), "dt_base_bootstrap": d.numpy(), "text": text_.numpy()})
+        ours.append(o["output"])
+        refs.append(c[6].numpy())
+        rep.add("cfm_dit", f"velocity, Euler step {i + 1}/{CFM_STEPS} (T {t_all})", o["output"], c[6].numpy(), 1e-3, 1e-4,
+                cfg_text)
+    # contract rule: a padded batch row equals the row alone
+    x, cond, x_lens, t, d, text_ = calls[1][:6]
+    pad = 23
+    junk = lambda a: torch.cat([a, 100 * torch.randn(*a.shape[:-1], pad, generator=gen)], dim=-1)
+    xb = torch.cat([junk(x), torch.randn(1, 100, t_all + pad, generator=gen)])
+    o = graph("cfm_dit", {"x": xb.numpy(), "cond": torch.cat([junk(cond), junk(cond)]).numpy(),
+                          "x_lens": np.array([t_all, t_all + pad], dtype=np.int64),
+                          "time": np.repeat(t.numpy(), 2), "dt_base_bootstrap": np.repeat(d.numpy(), 2),
+                          "text": torch.cat([junk(text_), junk(text_)]).numpy()})
+    rep.add("cfm_dit", f"padded batch row (x_lens {t_all} of {t_all + pad}) vs upstream", o["output"][0, :t_all],
+            refs[1][0], 1e-3, 1e-4, cfg_text)
+
+
+# ---- BigVGAN --------------------------------------------------------------------------------------
+
+# nvidia/bigvgan_v2_24khz_100band_256x's config.json, with upsample_initial_channel 1536 reduced to 256
+BIGVGAN_CONFIG = {
+    "resblock": "1", "num_mels": 100, "upsample_rates": [4, 4, 2, 2, 2, 2], "upsample_kernel_sizes": [8, 8, 4, 4, 4, 4],
+    "upsample_initial_channel": 256, "resblock_kernel_sizes": [3, 7, 11],
+    "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]], "use_tanh_at_final": False, "use_bias_at_final": False,
+    "activation": "snakebeta", "snake_logscale": True, "use_cqtd_instead_of_mrd": True, "sampling_rate": 24000,
+    "n_fft": 1024, "num_mels_": 100, "hop_size": 256, "win_size": 1024, "fmin": 0, "fmax": None,
+}
+
+
+def parity_vocoder(args: argparse.Namespace, work: str, rep: Report) -> None:
+    import numpy as np
+    import torch
+    from BigVGAN.bigvgan import BigVGAN
+    from BigVGAN.env import AttrDict
+
+    cfg_text = ("BigVGAN v2 24 kHz 100-band 256× (upsampling 4,4,2,2,2,2, AMP blocks 3/7/11, snakebeta log-scale, "
+                "no final tanh/bias), upsample_initial_channel 1536 reduced to 256; 40 mel frames")
+    gen = torch.Generator().manual_seed(SEED + 3)
+    torch.manual_seed(SEED + 3)
+    model = BigVGAN(AttrDict(BIGVGAN_CONFIG))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "alpha" in name or "beta" in name:  # snake parameters (log scale): spread them around 0
+                p.copy_(0.3 * torch.randn(p.shape, generator=gen))
+    folder = os.path.join(work, "bigvgan_v2_24khz_100band_256x")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(BIGVGAN_CONFIG, f)
+    torch.save({"generator": model.state_dict()}, os.path.join(folder, "bigvgan_generator.pt"))  # with weight norm, as NVIDIA ships it
+    out = os.path.join(work, "set")
+    t0 = time.time()
+    export(args, out, ["--bigvgan", folder, "--only", "vocoder"])
+    print(f"parity: BigVGAN exported in {time.time() - t0:.1f} s", flush=True)
+    model.remove_weight_norm()
+    model.eval()
+    mel = (torch.rand(1, 100, 40, generator=gen) * 10 - 10)  # log-mel in [-10, 0]
+    with torch.no_grad():
+        ref = model(mel)
+    d = save_inputs(os.path.join(work, "voc_in"), {"x": mel.numpy()})
+    run_node("graph", os.path.join(out, "vocoder.onnx"), d, os.path.join(work, "voc_out"))
+    o = load_outputs(os.path.join(work, "voc_out"))
+    rep.add("vocoder", f"audio ({ref.shape[2]} samples)", o["audio"], ref.numpy(), 1e-4, 1e-4, cfg_text)
+
+
+# ---- HuBERT ---------------------------------------------------------------------------------------
+
+HUBERT_CONFIG = {"hidden_size": 768, "num_hidden_layers": 2, "num_attention_heads": 12, "intermediate_size": 3072,
+                 "conv_dim": [512] * 7, "conv_kernel": [10, 3, 3, 3, 3, 2, 2], "conv_stride": [5, 2, 2, 2, 2, 2, 2],
+                 "conv_bias": False, "num_conv_pos_embeddings": 128, "num_conv_pos_embedding_groups": 16,
+                 "feat_extract_norm": "group", "do_stable_layer_norm": False, "feat_proj_layer_norm": True,
+                 "layer_norm_eps": 1e-5, "hidden_act": "gelu", "model_type": "hubert"}
+
+
+def parity_hubert(args: argparse.Namespace, work: str, rep: Report) -> None:
+    import torch
+    import transformers
+    from transformers import HubertModel
+
+    shim = os.path.dirname(os.path.dirname(os.path.abspath(transformers.__file__))) == os.path.join(HERE, "shims")
+    cfg_text = ("chinese-hubert-base config with 2 of its 12 layers; 3.0 s + 0.6 s pad; "
+                + ("transformers is the shim here (tools/export/shims): the module itself is not checked against "
+                   "transformers, only its export" if shim else f"transformers {transformers.__version__}"))
+    gen = torch.Generator().manual_seed(SEED + 4)
+    torch.manual_seed(SEED + 4)
+    model = HubertModel(HUBERT_CONFIG)
+    randomize_(model, gen)
+    model.eval()
+    folder = os.path.join(work, "chinese-hubert-base")
+    model.save_pretrained(folder)
+    out = os.path.join(work, "set")
+    t0 = time.time()
+    export(args, out, ["--hubert", folder, "--only", "cnhubert"])
+    print(f"parity: HuBERT exported in {time.time() - t0:.1f} s", flush=True)
+    wav = torch.cat([0.3 * torch.randn(1, 48000, generator=gen), torch.zeros(1, 9600)], dim=1)
+    with torch.no_grad():
+        ref = model(wav)["last_hidden_state"].transpose(1, 2)
+    d = save_inputs(os.path.join(work, "hub_in"), {"ref_audio_16k": wav.numpy()})
+    run_node("graph", os.path.join(out, "cnhubert.onnx"), d, os.path.join(work, "hub_out"))
+    o = load_outputs(os.path.join(work, "hub_out"))
+    rep.add("cnhubert", f"ssl_content (T50 {ref.shape[2]})", o["ssl_content"], ref.numpy(), 1e-3, 1e-4, cfg_text)
+
+
+# ---- main -----------------------------------------------------------------------------------------
+
+
+PARTS = {"t2s": parity_t2s, "sovits": parity_sovits, "vocoder": parity_vocoder, "hubert": parity_hubert}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="parity.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--upstream", help="GPT-SoVITS checkout (default: $GSV_UPSTREAM_DIR)")
+    p.add_argument("--work", help="working directory (default: a temporary one, removed afterwards)")
+    p.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts: {', '.join(PARTS)}")
+    p.add_argument("--json", help="write the results as JSON here")
+    args = p.parse_args(argv)
+    try:
+        upstream.setup(args.upstream)
+    except upstream.UpstreamError as e:
+        print(f"parity: cannot run: {e}", file=sys.stderr)
+        return 2
+    import torch
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    parts = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in parts if s not in PARTS]
+    if unknown:
+        print(f"parity: unknown parts {unknown}", file=sys.stderr)
+        return 2
+    work = args.work or tempfile.mkdtemp(prefix="gsv-parity-")
+    os.makedirs(work, exist_ok=True)
+    rep = Report()
+    try:
+        for part in parts:
+            t0 = time.time()
+            os.makedirs(os.path.join(work, part), exist_ok=True)
+            PARTS[part](args, os.path.join(work, part), rep)
+            print(f"parity: {part} done in {time.time() - t0:.1f} s", flush=True)
+    finally:
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"seed": SEED, "ok": rep.ok, "rows": rep.rows}, f, indent=2)
+    print(f"parity: {'all within tolerance' if rep.ok else 'FAILED'} ({sum(r['ok'] for r in rep.rows)}/{len(rep.rows)})")
+    return 0 if rep.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
