@@ -9,6 +9,7 @@ import { writeFileSync } from "node:fs";
 import { basename, dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { startStack, type Stack } from "./launch.js";
+import { natsConfigCli, provisionCli } from "./nats-config.js";
 import { vocodeCli } from "./vocode.js";
 
 const HELP = `gsv — GPT-SoVITS v3 inference over NATS
@@ -27,6 +28,12 @@ Usage:
       Copy synthesis with a real, trained vocoder: WAV (any rate) → 22,050 Hz → LJSpeech mel → the
       vocoder service (GSV_VOCODER=NAME, subject tts.v1.vocode.NAME) → WAV. Without --url it starts
       its own nats-server and vocoder service, and stops them after.
+  gsv nats-config [--auth-only] [-o FILE]
+      Print the secure nats-server configuration derived from shared/subjects.ts: one user per service,
+      each allowed only its own subjects (infra/nats-server.secure.conf; --auth-only: infra/nats-auth.conf).
+  gsv provision
+      Create the work queues, voices bucket and reference-audio store on NATS_URL (as NATS_USER, e.g. the
+      admin user of the secure configuration) with GSV_STREAM_REPLICAS replicas; run before the services.
 `;
 
 async function up(argv: string[]): Promise<void> {
@@ -115,6 +122,8 @@ try {
   else if (cmd === "say") await say(rest);
   else if (cmd === "vocode") await vocodeCli(rest);
   else if (cmd === "g2p") await g2p(rest);
+  else if (cmd === "nats-config") await natsConfigCli(rest);
+  else if (cmd === "provision") await provisionCli();
   else {
     console.log(HELP);
     if (cmd && cmd !== "help" && cmd !== "--help") process.exitCode = 2;

@@ -16,6 +16,7 @@ import { TtsParams } from "../../shared/schemas.js";
 import { resolveSeed } from "../../shared/sampling.js";
 import { PREFIX, ServiceNames } from "../../shared/subjects.js";
 import { decode } from "../../shared/codec.js";
+import { checkApiKey } from "./auth.js";
 
 export interface GatewayOptions {
   nc: NatsConnection;
@@ -44,6 +45,7 @@ export class Gateway {
 
   async #route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "http://localhost");
+    checkApiKey(req, url.pathname);
     if (url.pathname === "/tts" && (req.method === "GET" || req.method === "POST")) return this.#tts(req, res, url);
     if (url.pathname === "/health" && req.method === "GET") return this.#health(res);
     if (url.pathname === "/tts") throw new GsvError("BAD_REQUEST", `method ${req.method} is not allowed on /tts`);
