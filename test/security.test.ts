@@ -23,7 +23,7 @@ const req = (headers: Record<string, string>) => ({ headers }) as unknown as Inc
 
 t.test("the committed secure configurations are what `gsv nats-config` generates", async (t) => {
   t.equal(readFileSync(fromRoot("infra", "nats-server.secure.conf"), "utf8"), renderSecureConf(), "infra/nats-server.secure.conf is up to date (regenerate: npx gsv nats-config -o infra/nats-server.secure.conf)");
-  t.equal(readFileSync(fromRoot("infra", "nats-auth.conf"), "utf8"), renderAuthConf(), "infra/nats-auth.conf is up to date (regenerate: npx gsv nats-config --auth-only -o infra/nats-auth.conf)");
+  t.equal(readFileSync(fromRoot("infra", "k8s", "nats-auth.conf"), "utf8"), renderAuthConf(), "infra/k8s/nats-auth.conf is up to date (regenerate: npx gsv nats-config --auth-only -o infra/k8s/nats-auth.conf)");
 });
 
 t.test("each service may publish only into its own next queue", async (t) => {

@@ -30,7 +30,7 @@ Usage:
       its own nats-server and vocoder service, and stops them after.
   gsv nats-config [--auth-only] [-o FILE]
       Print the secure nats-server configuration derived from shared/subjects.ts: one user per service,
-      each allowed only its own subjects (infra/nats-server.secure.conf; --auth-only: infra/nats-auth.conf).
+      each allowed only its own subjects (infra/nats-server.secure.conf; --auth-only: infra/k8s/nats-auth.conf).
   gsv provision
       Create the work queues, voices bucket and reference-audio store on NATS_URL (as NATS_USER, e.g. the
       admin user of the secure configuration) with GSV_STREAM_REPLICAS replicas; run before the services.

@@ -3,8 +3,8 @@
  * code: one user per service, each allowed to publish and subscribe only on its own subjects.
  *
  *   gsv nats-config                 print the whole single-server configuration (infra/nats-server.secure.conf)
- *   gsv nats-config --auth-only     print only the authorization block (infra/nats-auth.conf; the cluster
- *                                   and Kubernetes configurations include it)
+ *   gsv nats-config --auth-only     print only the authorization block (infra/k8s/nats-auth.conf; Kubernetes
+ *                                   NATS configuration includes it)
  *   gsv nats-config --out FILE      write instead of print
  *   gsv provision                   create the work queues, the voices bucket and the object store as the
  *                                   connecting user (NATS_URL, NATS_USER=admin ...), before the services start
@@ -84,7 +84,8 @@ function refAudioOs(write: boolean): string[] {
 function stagePermissions(stage: Stage, forward: Stage | undefined): Permissions {
   const name = ServiceNames[stage];
   return {
-    publish: [...consumeQueue(stage), ...(forward ? [WorkQueues[forward].subject] : []), `${PREFIX}.reply.>`],
+    // status: the stage's probe (tools/probe.ts) runs with the stage's credentials and asks its own status
+    publish: [...consumeQueue(stage), ...(forward ? [WorkQueues[forward].subject] : []), `${PREFIX}.reply.>`, `${PREFIX}.status.${name}`],
     subscribe: [Subjects.cancelAll, `${PREFIX}.status.${name}`, `${PREFIX}.stats.${name}`],
   };
 }
