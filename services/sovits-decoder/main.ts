@@ -129,6 +129,7 @@ svc.addEndpoint("prepare", {
     });
   },
 });
+await nc.flush(); // the server has the voice-prep subscription before anyone is told this replica is ready
 process.stdout.write(JSON.stringify({ ready: "sovits-decoder", replica: cfg.replica }) + "\n");
 log.info("sovits-decoder ready", { replica: cfg.replica, modelSet: manifest.name });
 runUntilSignalled("sovits-decoder", async () => {
