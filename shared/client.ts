@@ -7,6 +7,7 @@ import { randomUUID } from "node:crypto";
 import type { NatsConnection } from "nats";
 import { decodeAs, encode } from "./codec.js";
 import { GsvError, isErrorCode } from "./errors.js";
+import { publishWork } from "./nats.js";
 import { ReplyEvent, type GenParams, type TextJob, type Timing, type VoiceRef } from "./schemas.js";
 import { Subjects, WorkQueues } from "./subjects.js";
 import { traceHeaders } from "./trace.js";
@@ -214,7 +215,7 @@ export async function synthesize(nc: NatsConnection, req: SynthesisRequest): Pro
       params: req.params,
     };
     try {
-      await nc.jetstream().publish(WorkQueues.text.subject, encode(job), { msgID: id, headers: traceHeaders() });
+      await publishWork(nc.jetstream(), WorkQueues.text.subject, encode(job), id, deadline, traceHeaders());
     } catch (err) {
       const m = (err as Error).message ?? "";
       if (/maximum messages|resource limits/i.test(m)) throw new GsvError("OVERLOADED", "the text queue is full");

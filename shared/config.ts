@@ -1,3 +1,4 @@
+import { hostname } from "node:os";
 import { fromRoot } from "./paths.js";
 
 /** Service configuration from the environment; every knob has a default that works on one machine. */
@@ -39,6 +40,7 @@ export function loadConfig(service: string): Config {
     ackWaitMs: intEnv("GSV_ACK_WAIT_MS", 10_000) || 10_000,
     requestTimeoutMs: intEnv("GSV_REQUEST_TIMEOUT_MS", 120_000) || 120_000,
     maxTextChars: intEnv("GSV_MAX_TEXT_CHARS", 5000) || 5000,
-    replica: process.env.GSV_REPLICA ?? `${service}-${process.pid}`,
+    // The host name keeps replicas apart in containers, where every service is pid 1 (tools/probe.ts relies on it).
+    replica: process.env.GSV_REPLICA ?? `${service}-${hostname()}-${process.pid}`,
   };
 }

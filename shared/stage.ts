@@ -8,7 +8,7 @@ import type { JetStreamClient, JsMsg, NatsConnection, Subscription } from "nats"
 import type { z } from "zod";
 import { decodeAs, encode, peekRouting } from "./codec.js";
 import { GsvError, toGsvError } from "./errors.js";
-import { defaultQueueLimits, ensureAllQueues } from "./nats.js";
+import { defaultQueueLimits, ensureAllQueues, publishWork } from "./nats.js";
 import type { ReplyEvent, Timing } from "./schemas.js";
 import { PREFIX, ServiceNames, Subjects, WorkQueues, type Stage } from "./subjects.js";
 import { log } from "./log.js";
@@ -94,7 +94,7 @@ export class StageRunner<S extends z.ZodType> {
       async forward(stage, msgId, job) {
         try {
           self.observer.noteOutput(job);
-          await self.#js.publish(WorkQueues[stage].subject, encode(job), { msgID: msgId, headers: traceHeaders() });
+          await publishWork(self.#js, WorkQueues[stage].subject, encode(job), msgId, (job as { deadline?: number }).deadline ?? Date.now() + 10_000, traceHeaders());
         } catch (err) {
           const m = (err as Error).message ?? "";
           if (/maximum messages|resource limits|full/i.test(m)) throw new GsvError("OVERLOADED", `the ${stage} queue is full`);

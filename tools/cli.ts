@@ -10,6 +10,7 @@ import { writeFileSync } from "node:fs";
 import { basename, dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { startStack, type Stack } from "./launch.js";
+import { natsConfigCli, provisionCli } from "./nats-config.js";
 import { vocodeCli } from "./vocode.js";
 import { PROFILE_HELP, profileCli } from "./profile.js";
 import { TOP_HELP, topCli } from "./top.js";
@@ -32,6 +33,15 @@ Usage:
       its own nats-server and vocoder service, and stops them after.
   ${PROFILE_HELP}
   ${TOP_HELP}
+  gsv nats-config [--auth-only] [-o FILE]
+      Print the secure nats-server configuration derived from shared/subjects.ts: one user per service,
+      each allowed only its own subjects (infra/nats-server.secure.conf; --auth-only: infra/k8s/nats-auth.conf).
+  gsv cluster
+      Run the 3-node NATS cluster of infra/nats-cluster on loopback (free ports) and print the NATS_URL
+      that lists its nodes; Ctrl-C stops it. Then e.g. NATS_URL=... GSV_STREAM_REPLICAS=3 gsv up.
+  gsv provision
+      Create the work queues, voices bucket and reference-audio store on NATS_URL (as NATS_USER, e.g. the
+      admin user of the secure configuration) with GSV_STREAM_REPLICAS replicas; run before the services.
 `;
 
 async function up(argv: string[]): Promise<void> {
@@ -117,6 +127,17 @@ async function g2p(argv: string[]): Promise<void> {
   console.log(JSON.stringify({ lang: values.lang, segments: segments.map((s) => ({ text: s.text, lang: s.lang, normText: s.normText, phones: s.phones, ids: s.ids, word2ph: s.word2ph })) }, null, 2));
 }
 
+/** A local 3-node NATS cluster until Ctrl-C. */
+async function clusterCli(): Promise<void> {
+  const { startNatsCluster } = await import("./cluster.js");
+  const cluster = await startNatsCluster();
+  console.log(`NATS cluster ready (${cluster.nodes.map((n) => n.name).join(", ")}); Ctrl-C stops it`);
+  console.log(`NATS_URL=${cluster.url}`);
+  const stop = () => cluster.stop().then(() => process.exit(0), () => process.exit(1));
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+}
+
 const [cmd, ...rest] = process.argv.slice(2);
 try {
   if (cmd === "up") await up(rest);
@@ -125,6 +146,9 @@ try {
   else if (cmd === "g2p") await g2p(rest);
   else if (cmd === "profile") await profileCli(rest);
   else if (cmd === "top") await topCli(rest);
+  else if (cmd === "nats-config") await natsConfigCli(rest);
+  else if (cmd === "provision") await provisionCli();
+  else if (cmd === "cluster") await clusterCli();
   else {
     console.log(HELP);
     if (cmd && cmd !== "help" && cmd !== "--help") process.exitCode = 2;

@@ -12,6 +12,8 @@ import { defaultOutDir, generateModelSet, isModelSetIntact } from "./gen-models.
 
 export interface NatsServer {
   url: string;
+  /** The end of the server's log (stderr). */
+  log(): string;
   dir: string;
   proc: ChildProcess;
   stop(): Promise<void>;
@@ -24,13 +26,14 @@ export function natsServerBinary(): string {
 }
 
 /** Start nats-server on 127.0.0.1 with a free port (or `port`), JetStream stored in a fresh temp folder. */
-export async function startNatsServer(opts: { port?: number; dir?: string } = {}): Promise<NatsServer> {
+export async function startNatsServer(opts: { port?: number; dir?: string; config?: string; env?: Record<string, string> } = {}): Promise<NatsServer> {
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), "gsv-nats-"));
-  const conf = readFileSync(fromRoot("infra", "nats-server.conf"), "utf8")
+  // `config`: another configuration's text (the secure one), with `env` holding the variables it reads.
+  const conf = (opts.config ?? readFileSync(fromRoot("infra", "nats-server.conf"), "utf8"))
     .replace(/^listen:.*$/m, `listen: 127.0.0.1:${opts.port ?? -1}`)
     .replace(/store_dir:.*$/m, `store_dir: ${JSON.stringify(join(dir, "js"))}`);
   writeFileSync(join(dir, "nats.conf"), conf);
-  const proc = spawn(natsServerBinary(), ["-c", join(dir, "nats.conf"), "--ports_file_dir", dir], { stdio: ["ignore", "ignore", "pipe"] });
+  const proc = spawn(natsServerBinary(), ["-c", join(dir, "nats.conf"), "--ports_file_dir", dir], { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, ...opts.env } });
   let stderr = "";
   proc.stderr!.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   const failed = new Promise<never>((_, reject) => {
@@ -57,6 +60,7 @@ export async function startNatsServer(opts: { port?: number; dir?: string } = {}
   failed.catch(() => undefined);
   return {
     url,
+    log: () => stderr,
     dir,
     proc,
     async stop() {

@@ -27,6 +27,7 @@ import { voiceRoutes } from "./routes/voices.js";
 import { CONTENT_TYPE, metrics } from "../../shared/metrics.js";
 import { parseTraceparent, SpanKind, tracer, withSpan } from "../../shared/trace.js";
 import { GatewayObserver } from "./observe.js";
+import { checkApiKey } from "./auth.js";
 
 export interface GatewayOptions {
   nc: NatsConnection;
@@ -107,6 +108,7 @@ export class Gateway {
     const url = new URL(req.url ?? "/", "http://localhost");
     let style: ErrorStyle = url.pathname.startsWith("/v1/") ? "openai" : "api_v2";
     const run = async () => {
+      checkApiKey(req, url.pathname);
       let pathMatched = false;
       for (const r of this.#routes) {
         const m = typeof r.path === "string" ? (r.path === url.pathname ? [url.pathname] : null) : r.path.exec(url.pathname);

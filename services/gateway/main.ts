@@ -1,7 +1,7 @@
 /** gateway: HTTP in, NATS out. */
 import { loadConfig } from "../../shared/config.js";
 import { log } from "../../shared/log.js";
-import { connectNats, ensureAllQueues, refAudioStore, voicesBucket } from "../../shared/nats.js";
+import { connectNats, defaultQueueLimits, ensureAllQueues, refAudioStore, voicesBucket } from "../../shared/nats.js";
 import { runUntilSignalled } from "../../shared/stage.js";
 import { VoiceRegistry, voiceRegistryBucket } from "../../shared/voice-registry.js";
 import { Gateway } from "./http.js";
@@ -10,7 +10,7 @@ import { tracer } from "../../shared/trace.js";
 
 const cfg = loadConfig("gateway");
 const nc = await connectNats({ url: cfg.natsUrl, name: cfg.replica });
-await ensureAllQueues(nc);
+await ensureAllQueues(nc, { ...defaultQueueLimits, ackWaitMs: cfg.ackWaitMs }); // the stages' ack wait, not the default
 await voicesBucket(nc);
 const refAudio = await refAudioStore(nc);
 const gw = new Gateway({

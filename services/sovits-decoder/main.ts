@@ -136,6 +136,7 @@ svc.addEndpoint("prepare", {
     }).finally(() => span.end());
   },
 });
+await nc.flush(); // the server has the voice-prep subscription before anyone is told this replica is ready
 process.stdout.write(JSON.stringify({ ready: "sovits-decoder", replica: cfg.replica, metrics: runner.metricsUrl }) + "\n");
 log.info("sovits-decoder ready", { replica: cfg.replica, modelSet: manifest.name });
 runUntilSignalled("sovits-decoder", async () => {
