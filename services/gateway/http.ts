@@ -16,6 +16,7 @@ import { TtsParams } from "../../shared/schemas.js";
 import { resolveSeed } from "../../shared/sampling.js";
 import { PREFIX, ServiceNames } from "../../shared/subjects.js";
 import { decode } from "../../shared/codec.js";
+import { Admission } from "./admission.js";
 
 export interface GatewayOptions {
   nc: NatsConnection;
@@ -24,6 +25,8 @@ export interface GatewayOptions {
   requestTimeoutMs: number;
   maxInflight: number;
   maxBodyBytes?: number;
+  /** Admission control (admission.ts); by default only the maxInflight cap. */
+  admission?: Admission;
 }
 
 export const DEFAULT_VOICE = "default.wav";
@@ -33,10 +36,12 @@ export class Gateway {
   #o: GatewayOptions;
   #inflight = 0;
   #uploaded = new Set<string>();
+  readonly #admission: Admission;
   readonly server: Server;
 
   constructor(o: GatewayOptions) {
     this.#o = o;
+    this.#admission = o.admission ?? new Admission({ maxInflight: o.maxInflight, maxQueued: 0 });
     this.server = createServer((req, res) => {
       this.#route(req, res).catch((err) => this.#fail(res, toGsvError(err)));
     });
@@ -123,10 +128,7 @@ export class Gateway {
   async #tts(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     const t0 = Date.now();
     const p = await this.#params(req, url);
-    if (this.#inflight >= this.#o.maxInflight) {
-      res.setHeader("Retry-After", "1");
-      throw new GsvError("OVERLOADED", `${this.#inflight} requests in flight; try again shortly`);
-    }
+    this.#admission.admit(res, p.timeout_ms || this.#o.requestTimeoutMs); // sheds with 503 OVERLOADED + Retry-After (admission.ts)
     this.#inflight++;
     const abort = new AbortController();
     const onClose = () => {

@@ -3,6 +3,7 @@ import { loadConfig } from "../../shared/config.js";
 import { log } from "../../shared/log.js";
 import { connectNats, ensureAllQueues, refAudioStore, voicesBucket } from "../../shared/nats.js";
 import { runUntilSignalled } from "../../shared/stage.js";
+import { Admission } from "./admission.js";
 import { Gateway } from "./http.js";
 
 const cfg = loadConfig("gateway");
@@ -15,6 +16,7 @@ const gw = new Gateway({
   voicesDir: cfg.voicesDir,
   requestTimeoutMs: cfg.requestTimeoutMs,
   maxInflight: Number(process.env.GSV_MAX_INFLIGHT ?? 64),
+  admission: new Admission(Admission.fromEnv(64)).watchQueues(nc),
 });
 const port = await gw.listen(cfg.port, cfg.host);
 const url = `http://${cfg.host}:${port}`;
