@@ -98,7 +98,7 @@ export type TextJob = z.infer<typeof TextJob>;
 const SegmentFields = {
   seg: z.number().int().min(0),
   segCount: z.number().int().min(1),
-  voiceKey: z.string().min(1),
+  voiceKey: z.string().min(1).max(256).regex(/^[-/_=.a-zA-Z0-9]+$/, "voiceKey must be a KV key ([-/_=.a-zA-Z0-9])"),
   promptIds: i32,
   textIds: i32,
   params: GenParams,

@@ -17,6 +17,7 @@ import { resolveSeed } from "../../shared/sampling.js";
 import { PREFIX, ServiceNames } from "../../shared/subjects.js";
 import { decode } from "../../shared/codec.js";
 import { Admission } from "./admission.js";
+import { answerProtocolErrors, requestUrl } from "./protocol-errors.js";
 
 export interface GatewayOptions {
   nc: NatsConnection;
@@ -45,10 +46,11 @@ export class Gateway {
     this.server = createServer((req, res) => {
       this.#route(req, res).catch((err) => this.#fail(res, toGsvError(err)));
     });
+    answerProtocolErrors(this.server);
   }
 
   async #route(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? "/", "http://localhost");
+    const url = requestUrl(req.url);
     if (url.pathname === "/tts" && (req.method === "GET" || req.method === "POST")) return this.#tts(req, res, url);
     if (url.pathname === "/health" && req.method === "GET") return this.#health(res);
     if (url.pathname === "/tts") throw new GsvError("BAD_REQUEST", `method ${req.method} is not allowed on /tts`);
@@ -223,16 +225,23 @@ function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let n = 0;
+    const tooLarge = () => new GsvError("TEXT_TOO_LONG", `the request body is larger than ${max} bytes`);
+    if (Number(req.headers["content-length"]) > max) {
+      req.resume(); // discard it; destroying the socket here would leave the client without the 413
+      reject(tooLarge());
+      return;
+    }
     req.on("data", (c: Buffer) => {
+      if (n > max) return;
       n += c.length;
       if (n > max) {
-        reject(new GsvError("TEXT_TOO_LONG", `the request body is larger than ${max} bytes`));
-        req.destroy();
+        chunks.length = 0;
+        reject(tooLarge());
         return;
       }
       chunks.push(c);
     });
     req.on("end", () => resolve(Buffer.concat(chunks)));
-    req.on("error", reject);
+    req.on("error", (err) => reject(new GsvError("CANCELLED", `the client went away while sending the body: ${err.message}`)));
   });
 }
