@@ -128,6 +128,8 @@ export class StageRunner<S extends z.ZodType> {
     this.#cancelSub = nc.subscribe(Subjects.cancelAll, {
       callback: (_err, m) => {
         const id = m.subject.slice(m.subject.lastIndexOf(".") + 1);
+        // Bounded: a flood of cancels for made-up ids must not grow memory without limit (oldest go first).
+        if (this.#cancelled.size >= 100_000) this.#cancelled.delete(this.#cancelled.keys().next().value!);
         this.#cancelled.set(id, Date.now() + 10 * 60_000);
         for (const w of [...(this.#watchers.get(id) ?? [])]) w();
       },
