@@ -200,6 +200,10 @@ export async function synthesize(nc: NatsConnection, req: SynthesisRequest): Pro
       reject(new GsvError("DEADLINE_EXCEEDED", `no complete answer within ${req.timeoutMs} ms`));
     }, req.timeoutMs);
   });
+  // Either may settle while the job is still being published (a short deadline, an early error event):
+  // mark them handled now, or Node ends the process on an unhandled rejection. The race below still sees them.
+  timeout.catch(() => undefined);
+  finished.catch(() => undefined);
 
   try {
     const job: TextJob = {

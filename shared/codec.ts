@@ -1,6 +1,7 @@
 import { Packr } from "msgpackr";
 import type { z } from "zod";
 import { GsvError } from "./errors.js";
+import { isSafeReplySubject } from "./subjects.js";
 
 // moreTypes: without it msgpackr writes typed arrays as truncated garbage (see docs/decisions.md).
 const packr = new Packr({ moreTypes: true, useRecords: false });
@@ -37,7 +38,7 @@ export function peekRouting(data: Uint8Array): { id?: string; reply?: string } {
     if (!raw || typeof raw !== "object") return {};
     return {
       id: typeof raw.id === "string" ? raw.id : undefined,
-      reply: typeof raw.reply === "string" ? raw.reply : undefined,
+      reply: typeof raw.reply === "string" && isSafeReplySubject(raw.reply) ? raw.reply : undefined,
     };
   } catch {
     return {};

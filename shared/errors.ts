@@ -5,6 +5,7 @@
 export const ErrorCodes = {
   BAD_REQUEST: { status: 400, retry: false, message: "the request is malformed" },
   UNAUTHORIZED: { status: 401, retry: false, message: "a valid API key is required" },
+  HEADERS_TOO_LARGE: { status: 431, retry: false, message: "the request line and headers are larger than 16 KB" },
   MISSING_TEXT: { status: 400, retry: false, message: "text is required and must not be empty" },
   TEXT_TOO_LONG: { status: 413, retry: false, message: "text is longer than the configured maximum" },
   NO_SPEAKABLE_TEXT: { status: 400, retry: false, message: "the text has nothing that can be spoken" },

@@ -296,6 +296,13 @@ export function processLogits(
   let max = -Infinity;
   for (let i = 0; i < V; i++) if (w[i] > max) max = w[i];
   if (max === -Infinity) throw new GsvError("MODEL_ERROR", "no token has a finite logit");
+  if (max === Infinity) {
+    // An extreme temperature or penalty overflowed float32: the overflowed logits share all the mass.
+    let n = 0;
+    for (let i = 0; i < V; i++) n += w[i] === Infinity ? 1 : 0;
+    for (let i = 0; i < V; i++) probs[i] = w[i] === Infinity ? 1 / n : 0;
+    return argmax;
+  }
   let sum = 0;
   for (let i = 0; i < V; i++) {
     const v = w[i];
@@ -339,5 +346,6 @@ export function sampleToken(
       }
     }
   }
+  if (token < 0) throw new GsvError("MODEL_ERROR", "the sampler found no token with a positive probability");
   return { token, argmax };
 }

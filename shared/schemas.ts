@@ -3,6 +3,7 @@
  * Field names of TtsParams follow upstream api_v2 (`/tts`), so its clients work unchanged.
  */
 import { z } from "zod";
+import { isSafeReplySubject } from "./subjects.js";
 
 const f32 = z.custom<Float32Array>((v) => v instanceof Float32Array, "expected a Float32Array");
 const i32 = z.custom<Int32Array>((v) => v instanceof Int32Array, "expected an Int32Array");
@@ -74,7 +75,7 @@ export type GenParams = z.infer<typeof GenParams>;
 /** Fields every work message carries. */
 const Envelope = z.object({
   id: z.string().min(1).max(128).regex(/^[A-Za-z0-9_-]+$/, "id must be [A-Za-z0-9_-]"),
-  reply: z.string().min(1).max(256),
+  reply: z.string().min(1).max(256).refine(isSafeReplySubject, "reply must be a literal subject, not $… and not under tts.v1. except tts.v1.reply."),
   deadline: z.number(),
   enqueuedAt: z.number(),
   timings: z.array(Timing).default([]),
@@ -99,7 +100,7 @@ export type TextJob = z.infer<typeof TextJob>;
 const SegmentFields = {
   seg: z.number().int().min(0),
   segCount: z.number().int().min(1),
-  voiceKey: z.string().min(1),
+  voiceKey: z.string().min(1).max(256).regex(/^[-/_=.a-zA-Z0-9]+$/, "voiceKey must be a KV key ([-/_=.a-zA-Z0-9])"),
   promptIds: i32,
   textIds: i32,
   params: GenParams,

@@ -103,7 +103,7 @@ export class StageRunner<S extends z.ZodType> {
       },
       reply(job, event) {
         self.observer.noteOutput(event);
-        opts.nc.publish(job.reply, encode(event));
+        safePublish(opts.nc, job.reply, encode(event));
       },
       watch(job, onStop) {
         let fired = false;
@@ -139,6 +139,8 @@ export class StageRunner<S extends z.ZodType> {
     this.#cancelSub = nc.subscribe(Subjects.cancelAll, {
       callback: (_err, m) => {
         const id = m.subject.slice(m.subject.lastIndexOf(".") + 1);
+        // Bounded: a flood of cancels for made-up ids must not grow memory without limit (oldest go first).
+        if (this.#cancelled.size >= 100_000) this.#cancelled.delete(this.#cancelled.keys().next().value!);
         this.#cancelled.set(id, Date.now() + 10 * 60_000);
         for (const w of [...(this.#watchers.get(id) ?? [])]) w();
       },
@@ -186,7 +188,8 @@ export class StageRunner<S extends z.ZodType> {
 
   async #run(): Promise<void> {
     const q = WorkQueues[this.#opts.stage];
-    const consumer = await this.#js.consumers.get(q.stream, q.consumer);
+    let consumer = await this.#js.consumers.get(q.stream, q.consumer);
+    let failures = 0;
     while (!this.#stopping) {
       const free = this.#opts.concurrency - this.stats.inflight;
       if (free <= 0) {
@@ -202,10 +205,20 @@ export class StageRunner<S extends z.ZodType> {
           }
           void this.#dispatch(m);
         }
+        failures = 0;
       } catch (err) {
         if (this.#stopping || this.#opts.nc.isClosed()) break;
+        failures++;
         log.warn(`${this.#opts.stage}: fetch failed, retrying`, { error: (err as Error).message });
-        await new Promise((r) => setTimeout(r, 250));
+        await new Promise((r) => setTimeout(r, Math.min(2000, 250 * failures)));
+        // A restarted nats-server has lost the memory-storage work queues: declare them again and
+        // take a fresh handle on the consumer (both idempotent), so the stage serves again on its own.
+        try {
+          await ensureAllQueues(this.#opts.nc, { ...defaultQueueLimits, ackWaitMs: this.#opts.ackWaitMs });
+          consumer = await this.#js.consumers.get(q.stream, q.consumer);
+        } catch (e) {
+          log.warn(`${this.#opts.stage}: cannot declare the work queues yet`, { error: (e as Error).message });
+        }
       }
       const now = Date.now();
       for (const [id, until] of this.#cancelled) if (until < now) this.#cancelled.delete(id);
@@ -240,7 +253,7 @@ export class StageRunner<S extends z.ZodType> {
       const routing = job ?? peekRouting(m.data);
       if (e.code !== "CANCELLED" && routing.reply && routing.id) {
         const event: ReplyEvent = { type: "error", id: routing.id, code: e.code, message: e.message, stage: this.#opts.stage };
-        this.#opts.nc.publish(routing.reply, encode(event));
+        safePublish(this.#opts.nc, routing.reply, encode(event));
       }
       if (e.code === "INTERNAL" || e.code === "MODEL_ERROR") log.error(`${this.#opts.stage}: ${e.message}`, { id: routing.id });
       m.term(); // a coded failure is final for this request: never redeliver it
@@ -298,4 +311,13 @@ export function runUntilSignalled(name: string, stop: () => Promise<void>): void
   };
   process.on("SIGTERM", () => onSignal("SIGTERM"));
   process.on("SIGINT", () => onSignal("SIGINT"));
+}
+
+/** Publish a reply event; a closed connection or a refused subject must never take the stage down. */
+function safePublish(nc: NatsConnection, subject: string, data: Uint8Array): void {
+  try {
+    nc.publish(subject, data);
+  } catch (err) {
+    log.warn("cannot publish a reply event", { subject, error: (err as Error).message });
+  }
 }

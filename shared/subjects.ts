@@ -53,3 +53,14 @@ export const ServiceNames: Record<Stage | "gateway", string> = {
 export function voiceKey(modelSetSha: string, audioSha: string): string {
   return `${modelSetSha.slice(0, 16)}.${audioSha}`;
 }
+
+/**
+ * Whether a stage may publish a request's events to `subject`: literal tokens only (no wildcards, no
+ * spaces), never a system subject (`$JS.API.…`, `$SYS…`: a hostile reply could delete a stream), and
+ * inside the project's prefix only under `tts.v1.reply.` (not onto a work queue or another request's cancel).
+ */
+export function isSafeReplySubject(subject: string): boolean {
+  if (subject.length === 0 || subject.length > 256) return false;
+  if (!/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(subject)) return false;
+  return !subject.startsWith(`${PREFIX}.`) || subject.startsWith(`${PREFIX}.reply.`);
+}

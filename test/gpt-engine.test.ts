@@ -99,3 +99,18 @@ t.test("gpt engine - admission waits when the KV budget is spent, instead of ove
   t.equal(all.size, 2, "it runs once the first one finished");
   t.ok(engine.kvBytes <= budget || engine.idle);
 });
+
+t.test("gpt engine - a row that fails to sample ends alone; the rows beside it are unharmed", async (t) => {
+  const engine = new GptEngine(sessions, manifest, { maxRows: 3 });
+  const bad = { ...request(3), id: "bad", textIds: Int32Array.from(request(3).textIds), prompts: Int32Array.from([1, 2, 2000]) };
+  engine.add(request(1));
+  engine.add(bad); // a history token outside the vocabulary: the repetition penalty throws for this row
+  engine.add(request(2));
+  const out = await drain(engine);
+  t.ok(out.get("bad")?.error, "the bad row ends with an error");
+  t.equal(out.get("bad")?.stoppedBy, "aborted");
+  for (const id of ["r1", "r2"]) t.same(Array.from(out.get(id)!.tokens), Array.from(alone.get(id)!.tokens), `${id}: same tokens as alone`);
+  engine.add(request(4));
+  const again = await drain(engine);
+  t.same(Array.from(again.get("r4")!.tokens), Array.from(alone.get("r4")!.tokens), "the engine serves the next request normally");
+});

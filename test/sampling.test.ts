@@ -334,3 +334,16 @@ t.test("processLogits agrees with a plain transcription of upstream on random ca
   tt.ok(worst < 1e-9, `max probability difference ${worst}`);
   tt.equal(argmaxMismatch, 0, "stop-rule argmax");
 });
+
+t.test("extreme parameters that overflow float32 still draw a real token (found by the fuzzer)", async (tt) => {
+  const rng = new Rng(3);
+  // repetition_penalty 1e-300 is > 0 (valid) but Math.fround gives 0: positive logits ÷ 0 = +Infinity.
+  // The overflowed logits share the mass: only tokens 0 and 2 (previous, positive) can be drawn.
+  for (let i = 0; i < 20; i++) {
+    const r = sampleToken(Float32Array.from([1, -1, 2, 0.5]), [0, 2], 20, { ...plain, repetitionPenalty: 1e-300 }, rng, NO_EOS);
+    tt.ok(r.token === 0 || r.token === 2, `draw ${i}: token ${r.token} is one of the overflowed logits`);
+  }
+  // A tiny temperature on large logits: the largest logit wins, never -1.
+  const r = sampleToken(Float32Array.from([3e38, 1, 2e38]), [], 20, { ...plain, temperature: 1e-30 }, rng, NO_EOS);
+  tt.equal(r.token, 0);
+});

@@ -27,6 +27,9 @@ Usage:
       Without --ref the bundled default voice is used.
   gsv g2p [--lang en] [--split cut5] "TEXT"
       Print the text frontend's segments as JSON: language, normalised text, phones, ids, word2ph.
+  gsv chaos [--concurrency 4] [--deadline-ms 20000] [--gap-ms 3000] [--seed N] [--no-nats-restart]
+      Faults under load on loopback: SIGKILL a replica of each stage, then nats-server; print the counts
+      (completed, failed by code, lost, duplicated); exit 1 on a violation. See docs/operations.md.
   gsv vocode IN.wav [-o out.wav] [--url nats://host:4222] [--vocoder mb-melgan-ljspeech] [--rate 22050]
       Copy synthesis with a real, trained vocoder: WAV (any rate) → 22,050 Hz → LJSpeech mel → the
       vocoder service (GSV_VOCODER=NAME, subject tts.v1.vocode.NAME) → WAV. Without --url it starts
@@ -149,6 +152,7 @@ try {
   else if (cmd === "nats-config") await natsConfigCli(rest);
   else if (cmd === "provision") await provisionCli();
   else if (cmd === "cluster") await clusterCli();
+  else if (cmd === "chaos") process.exitCode = await (await import("./chaos.js")).chaosCli(rest);
   else {
     console.log(HELP);
     if (cmd && cmd !== "help" && cmd !== "--help") process.exitCode = 2;

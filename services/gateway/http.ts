@@ -28,6 +28,8 @@ import { CONTENT_TYPE, metrics } from "../../shared/metrics.js";
 import { parseTraceparent, SpanKind, tracer, withSpan } from "../../shared/trace.js";
 import { GatewayObserver } from "./observe.js";
 import { checkApiKey } from "./auth.js";
+import { Admission } from "./admission.js";
+import { answerProtocolErrors, requestUrl } from "./protocol-errors.js";
 
 export interface GatewayOptions {
   nc: NatsConnection;
@@ -42,6 +44,8 @@ export interface GatewayOptions {
   maxUploadBytes?: number;
   /** Called by /control?command=exit after the answer is sent: shut the process down gracefully. */
   onExit?: () => void;
+  /** Admission control (admission.ts); by default only the maxInflight cap. */
+  admission?: Admission;
 }
 
 export const DEFAULT_VOICE = "default.wav";
@@ -75,6 +79,7 @@ export interface SynthJob {
 
 export class Gateway {
   readonly o: GatewayOptions;
+  readonly #admission: Admission;
   readonly server: Server;
   #inflight = 0;
   #routes: Route[];
@@ -92,12 +97,19 @@ export class Gateway {
       { method: "GET", path: "/health", handle: (ctx) => this.#health(ctx.res) },
       { method: "GET", path: "/metrics", handle: (ctx) => this.#metrics(ctx.res) },
     ];
+    this.#admission = o.admission ?? new Admission({ maxInflight: o.maxInflight, maxQueued: 0 });
     this.server = createServer((req, res) => {
       const t0 = performance.now();
-      const route = GatewayObserver.route(new URL(req.url ?? "/", "http://localhost").pathname);
+      let route = "other";
+      try {
+        route = GatewayObserver.route(requestUrl(req.url).pathname);
+      } catch {
+        // a malformed target: #route answers BAD_REQUEST
+      }
       res.once("close", () => this.observer.answered(route, res.statusCode, (performance.now() - t0) / 1000, (res as ServerResponse & { gsvCode?: string }).gsvCode));
       this.#route(req, res);
     });
+    answerProtocolErrors(this.server);
   }
 
   get inflight(): number {
@@ -105,7 +117,13 @@ export class Gateway {
   }
 
   #route(req: IncomingMessage, res: ServerResponse): void {
-    const url = new URL(req.url ?? "/", "http://localhost");
+    let url: URL;
+    try {
+      url = requestUrl(req.url);
+    } catch (err) {
+      this.fail(res, toGsvError(err), "api_v2");
+      return;
+    }
     let style: ErrorStyle = url.pathname.startsWith("/v1/") ? "openai" : "api_v2";
     const run = async () => {
       checkApiKey(req, url.pathname);
@@ -192,15 +210,18 @@ export class Gateway {
    * (the HTTP client went away): the stages are told to cancel. `req` carries the caller's W3C trace
    * context; the request is traced and recorded for /metrics and `gsv profile`.
    */
-  async synthesize(job: SynthJob, signal: AbortSignal, req?: IncomingMessage): Promise<SynthesisResult> {
-    if (this.#inflight >= this.o.maxInflight) {
-      throw Object.assign(new GsvError("OVERLOADED", `${this.#inflight} requests in flight; try again shortly`), { retryAfter: 1 });
-    }
+  async synthesize(job: SynthJob, signal: AbortSignal, req?: IncomingMessage, res?: ServerResponse): Promise<SynthesisResult> {
     const promptText = job.promptText.trim() || job.voice.promptText;
     if (!promptText) throw new GsvError("BAD_PARAMETER", "prompt_text is required for v3 (it has no reference-free mode)");
+    // Admission control (admission.ts): sheds with 503 OVERLOADED + Retry-After and releases the slot
+    // when the response ends. Callers without an HTTP response get the plain in-flight cap.
+    if (res) this.#admission.admit(res, job.timeoutMs || this.o.requestTimeoutMs);
+    else if (this.#inflight >= this.o.maxInflight) {
+      throw Object.assign(new GsvError("OVERLOADED", `${this.#inflight} requests in flight; try again shortly`), { retryAfter: 1 });
+    }
     const id = randomUUID().replaceAll("-", "");
     const receivedAt = job.receivedAt ?? Date.now();
-    const path = req ? new URL(req.url ?? "/", "http://localhost").pathname : "/tts";
+    const path = req ? requestUrl(req.url).pathname : "/tts";
     // Continue the caller's trace (W3C traceparent), or start one.
     const parent = parseTraceparent(req?.headers.traceparent as string | undefined, req?.headers.tracestate as string | undefined);
     const span = tracer.startSpan(`${req?.method ?? "POST"} ${path}`, { parent: parent ?? null, kind: SpanKind.SERVER, attributes: { "http.request.method": req?.method ?? "POST", "url.path": path, "gsv.request_id": id } });

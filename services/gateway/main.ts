@@ -4,6 +4,7 @@ import { log } from "../../shared/log.js";
 import { connectNats, defaultQueueLimits, ensureAllQueues, refAudioStore, voicesBucket } from "../../shared/nats.js";
 import { runUntilSignalled } from "../../shared/stage.js";
 import { VoiceRegistry, voiceRegistryBucket } from "../../shared/voice-registry.js";
+import { Admission } from "./admission.js";
 import { Gateway } from "./http.js";
 import { DEFAULT_MAX_UPLOAD_BYTES } from "./routes/voices.js";
 import { tracer } from "../../shared/trace.js";
@@ -23,6 +24,7 @@ const gw = new Gateway({
   maxUploadBytes: Number(process.env.GSV_MAX_UPLOAD_BYTES ?? DEFAULT_MAX_UPLOAD_BYTES),
   // /control?command=exit: the same graceful path as SIGTERM (stop accepting, finish in-flight, drain NATS).
   onExit: () => process.kill(process.pid, "SIGTERM"),
+  admission: new Admission(Admission.fromEnv(64)).watchQueues(nc),
 });
 tracer.init("gateway", cfg.replica);
 const port = await gw.listen(cfg.port, cfg.host);

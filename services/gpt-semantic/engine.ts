@@ -302,16 +302,23 @@ export class GptEngine {
     for (let i = 0; i < this.#rows.length; ) {
       const row = this.#rows[i];
       let stop: GptResult["stoppedBy"] | undefined;
+      let error: string | undefined;
       let token = -1;
       if (this.#aborted.has(row.req.id)) stop = "aborted";
       else if (row.generated.length >= row.limit) stop = row.byPolicy ? "length-policy" : "max-tokens";
       else {
-        const s = sampleToken(row.logits, row.history, row.generated.length, row.req.sampling, row.rng, d.eos);
-        if (s.token === d.eos || s.argmax === d.eos) stop = "eos";
-        else token = s.token;
+        try {
+          const s = sampleToken(row.logits, row.history, row.generated.length, row.req.sampling, row.rng, d.eos);
+          if (s.token === d.eos || s.argmax === d.eos) stop = "eos";
+          else token = s.token;
+        } catch (err) {
+          // One row's failure (e.g. non-finite logits) ends that row only; the batch goes on.
+          stop = "aborted";
+          error = (err as Error).message;
+        }
       }
       if (stop) {
-        done.push(this.#finish(row, stop));
+        done.push(this.#finish(row, stop, error));
         const last = this.#rows.length - 1;
         if (i !== last) {
           this.#move(last, i);

@@ -7,6 +7,7 @@ import { connectNats, voicesBucket } from "../../shared/nats.js";
 import { GptJob, type SovitsJob } from "../../shared/schemas.js";
 import { StageRunner, runUntilSignalled } from "../../shared/stage.js";
 import { VoiceStore } from "../../shared/voices.js";
+import { checkGptJob } from "../../shared/job-checks.js";
 import { EngineClient } from "./engine-client.js";
 import { currentContext, recordBatch } from "../../shared/observe.js";
 import type { SpanContext } from "../../shared/trace.js";
@@ -40,6 +41,7 @@ const runner = new StageRunner({
   metadata: { modelSet: manifest.name, maxRows: String(maxRows) },
   extraStatus: async () => ({ engines: await engine.stats() }),
   async handle(job, ctx) {
+    checkGptJob(job, manifest);
     const received = Date.now();
     const voice = await voices.require(job.voiceKey);
     const key = `${job.id}:${job.seg}:${++serial}`;

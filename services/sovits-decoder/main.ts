@@ -11,6 +11,7 @@ import { SovitsJob, VoicePrepareRequest, type VocoderJob } from "../../shared/sc
 import { StageRunner, runUntilSignalled, timing } from "../../shared/stage.js";
 import { Subjects, voiceKey } from "../../shared/subjects.js";
 import { VoiceStore } from "../../shared/voices.js";
+import { checkSovitsJob } from "../../shared/job-checks.js";
 import { MicroBatcher } from "../../shared/batcher.js";
 import { batchObserver } from "../../shared/observe.js";
 import { extractContext, SpanKind, tracer } from "../../shared/trace.js";
@@ -72,6 +73,7 @@ const runner = new StageRunner({
   metadata: { modelSet: manifest.name, cfmBatch: cfmMode },
   extraStatus: () => ({ ditBatches: Object.fromEntries(dit.histogram), ditWaiting: dit.waiting }),
   async handle(job, ctx) {
+    checkSovitsJob(job, manifest);
     const started = Date.now();
     const voice = await voices.require(job.voiceKey);
     const enc = await encodeSegment(pool, manifest, {

@@ -23,6 +23,7 @@ import { GsvError, toGsvError } from "../../shared/errors.js";
 import { log } from "../../shared/log.js";
 import { fromRoot } from "../../shared/paths.js";
 import { Subjects } from "../../shared/subjects.js";
+import { checkVocoderJob } from "../../shared/job-checks.js";
 
 /** The model set's vocoder graph behind the JetStream work queue (the default). */
 async function serveModelSetVocoder(): Promise<void> {
@@ -59,6 +60,7 @@ async function serveModelSetVocoder(): Promise<void> {
     metadata: { modelSet: manifest.name },
     extraStatus: () => ({ batches: Object.fromEntries(vocode.histogram), waiting: vocode.waiting }),
     async handle(job, ctx) {
+      checkVocoderJob(job, manifest);
       const started = Date.now();
       const { pcm, batch } = await vocode.submit({ mel: job.mel, frames: job.frames });
       ctx.checkAlive(job);

@@ -81,7 +81,7 @@ async function handleTts(gw: Gateway, ctx: Ctx): Promise<void> {
     // A streamed answer (upstream: wav = header with zero sizes then raw PCM; ogg/aac = one encoded
     // file per chunk) belongs here, fed by job.onAudio. Until it lands, a streaming request gets the
     // whole answer as one chunk, which is a valid answer of every streaming mode (docs/api.md, temporary).
-    const result = await gw.synthesize(job, gone.signal, ctx.req);
+    const result = await gw.synthesize(job, gone.signal, ctx.req, ctx.res);
     const body = await encodeAudio(result.pcm, result.sampleRate, p.media_type);
     ctx.res.writeHead(200, {
       "Content-Type": FORMATS[p.media_type].contentType,

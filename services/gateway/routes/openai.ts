@@ -128,7 +128,7 @@ async function streamSpeech(gw: Gateway, ctx: Ctx, job: SynthJob, format: AudioF
   };
   const gone = gw.clientGone(res);
   try {
-    const result = await gw.synthesize(job, gone.signal, ctx.req);
+    const result = await gw.synthesize(job, gone.signal, ctx.req, ctx.res);
     enc ??= new AudioEncoderStream(format, result.sampleRate, send);
     await enc.end();
     begin();
