@@ -258,7 +258,9 @@ export function processLogits(
 
   // 2. Repetition penalty, once per unique previous token.
   if (p.repetitionPenalty !== 1) {
-    const pen = Math.fround(p.repetitionPenalty);
+    // Clamped into float32's normal range: a penalty that rounds to 0 or Infinity would turn a 0 or a
+    // masked (-Infinity) logit into NaN. Only absurd values (below 1e-30, above 1e30) are affected.
+    const pen = Math.fround(Math.min(Math.max(p.repetitionPenalty, 1e-30), 1e30));
     const h = history.length;
     for (let j = 0; j < h; j++) {
       const tk = history[j];

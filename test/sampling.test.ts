@@ -347,3 +347,11 @@ t.test("extreme parameters that overflow float32 still draw a real token (found 
   const r = sampleToken(Float32Array.from([3e38, 1, 2e38]), [], 20, { ...plain, temperature: 1e-30 }, rng, NO_EOS);
   tt.equal(r.token, 0);
 });
+
+t.test("a penalty that rounds to 0 in float32 keeps a masked EOS masked (no NaN)", async (tt) => {
+  const rng = new Rng(4);
+  // EOS (index 1) is masked to -Infinity before step 11 and is in the history: -Infinity × 0 would be NaN.
+  const r = sampleToken(Float32Array.from([0, 5, 0, -1]), [1, 0], 2, { ...plain, repetitionPenalty: 1e-300 }, rng, 1);
+  tt.not(r.token, 1, "EOS stays masked");
+  tt.ok(r.token >= 0 && r.token < 4, `token ${r.token} is in range`);
+});
