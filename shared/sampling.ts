@@ -284,7 +284,8 @@ export function processLogits(
   if (p.topP < 1) applyTopP(w, V, p.topP);
 
   // 4. Temperature.
-  const temp = Math.fround(Math.max(p.temperature, 1e-5));
+  // Clamped so that float32 rounding cannot make it Infinity (then -Infinity / Infinity would be NaN).
+  const temp = Math.fround(Math.min(Math.max(p.temperature, 1e-5), 1e30));
   if (temp !== 1) for (let i = 0; i < V; i++) w[i] = w[i] / temp;
 
   // 5. top-k: drop everything below the k-th largest value (counting duplicates).

@@ -355,3 +355,10 @@ t.test("a penalty that rounds to 0 in float32 keeps a masked EOS masked (no NaN)
   tt.not(r.token, 1, "EOS stays masked");
   tt.ok(r.token >= 0 && r.token < 4, `token ${r.token} is in range`);
 });
+
+t.test("a temperature that rounds to Infinity in float32 keeps a masked EOS masked (fuzz seed 1120544269)", async (tt) => {
+  const rng = new Rng(6);
+  const r = sampleToken(Float32Array.from([0.5, 5, 0, -1]), [], 2, { ...plain, temperature: 1e308 }, rng, 1);
+  tt.not(r.token, 1, "EOS stays masked");
+  tt.ok(r.token >= 0 && r.token < 4, `token ${r.token} is in range`);
+});
