@@ -113,8 +113,8 @@ t.test("cluster - 3 nodes, R3 streams, 2 replicas per stage: a node killed under
     }
   };
 
-  // Load: 12 requests, one every 100 ms; the leader of the GPT stream's node dies once work is flowing.
-  const N = 12;
+  // Load: 10 requests, one every 100 ms; the leader of the GPT stream's node dies once work is flowing.
+  const N = 10;
   const running: Promise<Outcome>[] = [];
   const launching = (async () => {
     for (let i = 0; i < N; i++) {
@@ -146,7 +146,7 @@ t.test("cluster - 3 nodes, R3 streams, 2 replicas per stage: a node killed under
   t.comment(`under load with ${victim.name} killed: ${completed.length} completed, ${failed.length} failed (${failed.map((o) => o.code).join(", ") || "none"}); ${doubled} reply events were delivered more than once (redelivery) and were dropped by the client`);
 
   // The two surviving nodes keep the R3 streams available: fresh requests all complete.
-  const after = await Promise.all(Array.from({ length: 4 }, (_, i) => run(`after${i}`)));
+  const after = await Promise.all(Array.from({ length: 3 }, (_, i) => run(`after${i}`)));
   for (const o of after) {
     t.ok(o.result, `${o.id}: completes on the surviving nodes${o.result ? "" : ` (${o.code}: ${o.message})`}`);
     if (o.result) t.equal(o.result.pcm.length, baseline.pcm.length, `${o.id}: complete audio`);

@@ -108,7 +108,9 @@ async function say(argv: string[]): Promise<void> {
     } else if (values.ref) {
       body.ref_audio_path = values.ref;
     }
-    const res = await fetch(`${url}/tts`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    // a gateway started with GSV_API_KEY wants it: send ours when set
+    const auth: Record<string, string> = process.env.GSV_API_KEY ? { authorization: `Bearer ${process.env.GSV_API_KEY}` } : {};
+    const res = await fetch(`${url}/tts`, { method: "POST", headers: { "content-type": "application/json", ...auth }, body: JSON.stringify(body) });
     const data = new Uint8Array(await res.arrayBuffer());
     if (!res.ok) throw new Error(`${res.status}: ${new TextDecoder().decode(data)}`);
     writeFileSync(values.out!, data);

@@ -15,6 +15,7 @@ import { decodeAs, encode } from "../shared/codec.js";
 import { decodeWav, encodeWav, resample } from "../shared/dsp/index.js";
 import { LJSPEECH_MEL, ljspeechMel } from "../shared/dsp/ljspeech-mel.js";
 import { GsvError, isErrorCode } from "../shared/errors.js";
+import { natsAuthFromEnv, natsServers } from "../shared/nats.js";
 import { Subjects } from "../shared/subjects.js";
 import { VocodeReply } from "../shared/schemas.js";
 import { startNatsServer, startService, type NatsServer, type ServiceProcess } from "./launch.js";
@@ -132,7 +133,7 @@ export async function vocodeCli(argv: string[]): Promise<void> {
   const stack = url ? undefined : await startVocoderStack(values.vocoder);
   let nc: NatsConnection | undefined;
   try {
-    nc = await connect({ servers: url ?? stack!.url, name: "gsv-vocode" });
+    nc = await connect({ servers: natsServers(url ?? stack!.url), ...natsAuthFromEnv(), name: "gsv-vocode" });
     const r = await vocodeMel(nc, mel, frames, { name: values.vocoder });
     const rate = values.rate ? Number(values.rate) : r.sampleRate;
     if (!Number.isInteger(rate) || rate < 1000 || rate > 192_000) throw new Error(`--rate must be an integer sample rate, got ${values.rate}`);
