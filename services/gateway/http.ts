@@ -92,9 +92,15 @@ export class Gateway {
   }
 
   #route(req: IncomingMessage, res: ServerResponse): void {
-    const url = new URL(req.url ?? "/", "http://localhost");
-    let style: ErrorStyle = url.pathname.startsWith("/v1/") ? "openai" : "api_v2";
+    let style: ErrorStyle = (req.url ?? "").startsWith("/v1/") ? "openai" : "api_v2";
     const run = async () => {
+      let url: URL;
+      try {
+        url = new URL(req.url ?? "/", "http://localhost");
+      } catch {
+        throw new GsvError("BAD_REQUEST", "the request URL is malformed");
+      }
+      // Checks that apply to every route (API keys, admission) belong here, before dispatch.
       let pathMatched = false;
       for (const r of this.#routes) {
         const m = typeof r.path === "string" ? (r.path === url.pathname ? [url.pathname] : null) : r.path.exec(url.pathname);
@@ -102,7 +108,7 @@ export class Gateway {
         pathMatched = true;
         if (r.method !== req.method) continue;
         style = r.style ?? style;
-        const ctx: Ctx = { req, res, url, params: m.slice(1).map((s) => decodeURIComponent(s ?? "")) };
+        const ctx: Ctx = { req, res, url, params: m.slice(1).map(decodePathPart) };
         return r.handle(ctx);
       }
       if (pathMatched) throw new GsvError("BAD_REQUEST", `method ${req.method} is not allowed on ${url.pathname}`);
@@ -244,5 +250,13 @@ export class Gateway {
 
   close(): Promise<void> {
     return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+function decodePathPart(s: string | undefined): string {
+  try {
+    return decodeURIComponent(s ?? "");
+  } catch {
+    throw new GsvError("BAD_REQUEST", `the path part ${JSON.stringify(s)} is not valid percent-encoding`);
   }
 }
