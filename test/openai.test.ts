@@ -174,3 +174,18 @@ t.test("openai - GET /v1/models lists what `model` accepts", async (t) => {
   const v3 = await speech({ model: "gpt-sovits-v3", response_format: "pcm" });
   t.ok(v3.bytes.length > 0, "each listed model is accepted");
 });
+
+t.test("openai - SillyTavern's OpenAI-compatible TTS provider, its request replayed unchanged", async (t) => {
+  // src/endpoints/openai.js, custom /generate-voice: the body it posts to the provider endpoint, with
+  // the provider's defaults (model tts-1, voice alloy, speed 1, mp3). No language: text_lang is auto.
+  const res = await fetch(`${stack.gatewayUrl}/v1/audio/speech`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Authorization: "Bearer sk-anything" },
+    body: JSON.stringify({ input: "Hello from SillyTavern.", response_format: "mp3", voice: "alloy", speed: 1, model: "tts-1" }),
+  });
+  const data = new Uint8Array(await res.arrayBuffer());
+  t.equal(res.status, 200, res.ok ? "200" : new TextDecoder().decode(data));
+  t.equal(res.headers.get("content-type"), "audio/mpeg");
+  t.equal(ffprobe(data).codec, "mp3");
+  t.ok(ffmpegDecode(data).length > 24000 * 0.3, "some speech came back");
+});

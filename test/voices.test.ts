@@ -149,6 +149,7 @@ t.test("voices - bad uploads are clear coded errors", async (t) => {
   const list = (await (await fetch(`${url}/voices`)).json()) as { voices: Json[] };
   t.notOk(list.voices.some((v) => ["big", "text", "short", "long", "quiet", "nott", "nofile", "lang"].includes(v.id as string)), "nothing bad was registered");
   t.equal((await fetch(`${url}/voices/${encodeURIComponent("../x")}`)).status, 400, "GET with a bad id");
+  t.equal((await fetch(`${url}/voices/%E0%A4%A`)).status, 400, "GET with broken percent-encoding");
   t.equal((await tts({ ref_audio_path: "voice:unknown-voice" })).json?.code, "NOT_FOUND", "unknown voice id in ref_audio_path");
   const ok = await tts({});
   t.equal(ok.status, 200, "the gateway still serves");

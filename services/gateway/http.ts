@@ -134,7 +134,7 @@ export class Gateway {
         pathMatched = true;
         if (r.method !== req.method) continue;
         style = r.style ?? style;
-        const ctx: Ctx = { req, res, url, params: m.slice(1).map((s) => decodeURIComponent(s ?? "")) };
+        const ctx: Ctx = { req, res, url, params: m.slice(1).map(decodePathPart) };
         return r.handle(ctx);
       }
       if (pathMatched) throw new GsvError("BAD_REQUEST", `method ${req.method} is not allowed on ${url.pathname}`);
@@ -315,5 +315,13 @@ export class Gateway {
 
   close(): Promise<void> {
     return new Promise<void>((resolve) => this.server.close(() => resolve())).then(() => this.observer.close());
+  }
+}
+
+function decodePathPart(s: string | undefined): string {
+  try {
+    return decodeURIComponent(s ?? "");
+  } catch {
+    throw new GsvError("BAD_REQUEST", `the path part ${JSON.stringify(s)} is not valid percent-encoding`);
   }
 }
