@@ -45,7 +45,12 @@ export class Gateway {
     this.server = createServer((req, res) => {
       const t0 = performance.now();
       const route = GatewayObserver.route(new URL(req.url ?? "/", "http://localhost").pathname);
-      res.once("close", () => this.observer.answered(route, res.statusCode, (performance.now() - t0) / 1000, (res as ServerResponse & { gsvCode?: string }).gsvCode));
+      res.once("close", () => {
+        // A response that never finished: the client went away (counted as 499 CANCELLED).
+        const done = res.writableFinished;
+        const code = (res as ServerResponse & { gsvCode?: string }).gsvCode ?? (done ? undefined : "CANCELLED");
+        this.observer.answered(route, done ? res.statusCode : 499, (performance.now() - t0) / 1000, code);
+      });
       this.#route(req, res).catch((err) => this.#fail(res, toGsvError(err)));
     });
   }
