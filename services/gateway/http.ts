@@ -42,6 +42,7 @@ export class Gateway {
 
   constructor(o: GatewayOptions) {
     this.#o = o;
+    metrics.onCollect(() => this.observer.inflight.set(undefined, this.#inflight));
     this.server = createServer((req, res) => {
       const t0 = performance.now();
       const route = GatewayObserver.route(new URL(req.url ?? "/", "http://localhost").pathname);
