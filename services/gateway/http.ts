@@ -42,16 +42,9 @@ export class Gateway {
 
   constructor(o: GatewayOptions) {
     this.#o = o;
-    metrics.onCollect(() => this.observer.inflight.set(undefined, this.#inflight));
+    this.observer.trackInflight(() => this.#inflight);
     this.server = createServer((req, res) => {
-      const t0 = performance.now();
-      const route = GatewayObserver.route(new URL(req.url ?? "/", "http://localhost").pathname);
-      res.once("close", () => {
-        // A response that never finished: the client went away (counted as 499 CANCELLED).
-        const done = res.writableFinished;
-        const code = (res as ServerResponse & { gsvCode?: string }).gsvCode ?? (done ? undefined : "CANCELLED");
-        this.observer.answered(route, done ? res.statusCode : 499, (performance.now() - t0) / 1000, code);
-      });
+      this.observer.watch(req, res);
       this.#route(req, res).catch((err) => this.#fail(res, toGsvError(err)));
     });
   }
