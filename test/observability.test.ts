@@ -321,3 +321,20 @@ t.test("gsv profile - a Gantt chart with one row per request and ordered stage b
   t.match(svg, /class="axis"/);
   for (const stage of ["gateway", "text", "gpt", "sovits", "vocoder"]) t.match(svg, new RegExp(`class="total" data-stage="${stage}"`), `totals for ${stage}`);
 });
+
+t.test("metrics - a client that goes away mid-request counts as 499 CANCELLED", async (t) => {
+  const before = await scrape(`${gatewayUrl}/metrics`);
+  const abort = new AbortController();
+  const req = fetch(`${gatewayUrl}/tts`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ text: "A request that nobody waits for. It has two sentences.", text_lang: "en", sample_steps: 32 }), signal: abort.signal }).catch((e: Error) => e);
+  await waitFor("the request in flight", async () => (value(await scrape(`${gatewayUrl}/metrics`), "gsv_gateway_inflight") === 1 ? true : undefined));
+  abort.abort();
+  t.ok((await req) instanceof Error, "the client gave up");
+  const after = await waitFor("the 499", async () => {
+    const s = await scrape(`${gatewayUrl}/metrics`);
+    return value(s, "gsv_gateway_requests_total", { route: "/tts", status: "499" }) > value(before, "gsv_gateway_requests_total", { route: "/tts", status: "499" }) ? s : undefined;
+  });
+  const d = (name: string, labels: Record<string, string>) => value(after, name, labels) - value(before, name, labels);
+  t.equal(d("gsv_gateway_requests_total", { route: "/tts", status: "499" }), 1);
+  t.equal(d("gsv_gateway_requests_total", { route: "/tts", status: "200" }), 0, "not counted as a success");
+  t.equal(d("gsv_gateway_errors_total", { route: "/tts", code: "CANCELLED" }), 1);
+});

@@ -98,15 +98,9 @@ export class Gateway {
       { method: "GET", path: "/metrics", handle: (ctx) => this.#metrics(ctx.res) },
     ];
     this.#admission = o.admission ?? new Admission({ maxInflight: o.maxInflight, maxQueued: 0 });
+    this.observer.trackInflight(() => this.#inflight);
     this.server = createServer((req, res) => {
-      const t0 = performance.now();
-      let route = "other";
-      try {
-        route = GatewayObserver.route(requestUrl(req.url).pathname);
-      } catch {
-        // a malformed target: #route answers BAD_REQUEST
-      }
-      res.once("close", () => this.observer.answered(route, res.statusCode, (performance.now() - t0) / 1000, (res as ServerResponse & { gsvCode?: string }).gsvCode));
+      this.observer.watch(req, res);
       this.#route(req, res);
     });
     answerProtocolErrors(this.server);

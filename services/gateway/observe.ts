@@ -3,10 +3,12 @@
  * of its recent requests with every stage's timing (answered on tts.v1.recent.gateway, read by
  * `gsv profile`), its status (tts.v1.status.gateway, $SRV.STATS.gateway, read by `gsv top`).
  */
+import type { IncomingMessage, ServerResponse } from "node:http";
 import type { NatsConnection, Subscription } from "nats";
 import { decode, encode } from "../../shared/codec.js";
 import { metrics, Recent, TIME_BUCKETS } from "../../shared/metrics.js";
 import type { Timing } from "../../shared/schemas.js";
+import { requestUrl } from "./protocol-errors.js";
 import { PREFIX, ServiceNames, Subjects } from "../../shared/subjects.js";
 
 /** One request as the gateway saw it. Times are epoch ms. */
@@ -49,6 +51,30 @@ export class GatewayObserver {
 
   static route(path: string): string {
     return ROUTES.has(path) ? path : "other";
+  }
+
+  /**
+   * Count this HTTP exchange when its response closes: route, status, duration, and the error code the
+   * handler left in `res.gsvCode`. A response that never finished means the client went away: 499 CANCELLED.
+   */
+  watch(req: IncomingMessage, res: ServerResponse): void {
+    const t0 = performance.now();
+    let route = "other";
+    try {
+      route = GatewayObserver.route(requestUrl(req.url).pathname);
+    } catch {
+      // a malformed target: the gateway answers BAD_REQUEST
+    }
+    res.once("close", () => {
+      const done = res.writableFinished;
+      const code = (res as ServerResponse & { gsvCode?: string }).gsvCode ?? (done ? undefined : "CANCELLED");
+      this.answered(route, done ? res.statusCode : 499, (performance.now() - t0) / 1000, code);
+    });
+  }
+
+  /** The in-flight gauge reads `count` at every scrape. */
+  trackInflight(count: () => number): void {
+    metrics.onCollect(() => this.inflight.set(undefined, count()));
   }
 
   /** One HTTP response ended. `code` is the error code of a failed request. */
