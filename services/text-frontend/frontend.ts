@@ -14,7 +14,7 @@ import { g2pJapanese, normalizeJapanese } from "./japanese.js";
 import { g2pKorean } from "./korean.js";
 import { segmentLanguages } from "./langseg.js";
 import { SPLIT_MARKS, cpLength, isSplitMethod, splitText, type SplitMethod } from "./split.js";
-import { phonesToIds } from "./symbols.js";
+import { hasSymbol, phonesToIds } from "./symbols.js";
 
 export type { SplitMethod } from "./split.js";
 
@@ -135,8 +135,14 @@ export interface Run {
   word2ph: number[] | null;
 }
 
-/** Upstream clean_text for one run. Unknown phones stay as they are here and become UNK ids. */
+/** Upstream clean_text for one run: G2P of the run's language, phones outside the table become "UNK". */
 export function cleanRun(text: string, lang: string): Run {
+  const r = cleanRunRaw(text, lang);
+  r.phones = r.phones.map((p) => (hasSymbol(p) ? p : "UNK"));
+  return r;
+}
+
+function cleanRunRaw(text: string, lang: string): Run {
   switch (lang) {
     case "zh": {
       const r = cleanChinese(text);
