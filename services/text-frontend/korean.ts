@@ -7,7 +7,8 @@
  * g2pk2 needs MeCab and a large rule table; here its main rules are implemented directly on syllables:
  * numbers (native numerals before classifiers, Sino-Korean otherwise), 의/ㅖ/져 simplifications,
  * ㅎ deletion and aspiration, liaison (연음) with compound finals split, palatalisation (ㄷ/ㅌ + 이),
- * coda neutralisation, nasalisation, ㄹ assimilation and post-obstruent tensing. Rules that need
+ * coda neutralisation, cluster rules (읽기 -> 일끼, 넓다 -> 널따), nasalisation, ㄹ assimilation and
+ * post-obstruent tensing. Rules that need
  * morphology (tensing after a modifier ending, 의 as a particle, n-insertion, idioms) are not applied;
  * docs/frontend.md lists them.
  */
@@ -178,6 +179,13 @@ function pronounceWord(syls: Syl[]): Syl[] {
         continue;
       }
       if (b.i === "ㄴ") a.f = rest === "ㄹ" ? "ㄹ" : "ㄴ";
+    }
+    // Consonant clusters before a consonant, in verb stems (standard pronunciation §11, §25, §24):
+    // ㄺ before ㄱ is ㄹ (읽기 -> 일끼); after ㄺ ㄼ ㄾ ㄻ the next plain obstruent is tense (넓다 -> 널따, 젊다 -> 점따).
+    if ((a.f === "ㄺ" || a.f === "ㄼ" || a.f === "ㄾ" || a.f === "ㄻ") && TENSE[b.i]) {
+      a.f = a.f === "ㄺ" ? (b.i === "ㄱ" ? "ㄹ" : "ㄱ") : a.f === "ㄻ" ? "ㅁ" : "ㄹ";
+      b.i = TENSE[b.i];
+      continue;
     }
     a.f = neutral(a.f);
     // Nasalisation and ㄹ assimilation.
