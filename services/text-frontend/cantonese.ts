@@ -6,7 +6,7 @@
  * upstream's ordered INITIALS list, tone appended to the final, "Y" in front of each; word2ph 2 per
  * character and 1 per punctuation mark.
  */
-import { getJyutpingList } from "to-jyutping";
+import { toJyutpingModule } from "./lazy.js";
 import { normalizeZhSentences } from "./zh-normalize.js";
 
 const PUNCTUATION = new Set(["!", "?", "…", ",", ".", "-"]);
@@ -55,7 +55,7 @@ export function jyutpingToPhones(syllable: string): string[] {
 export function g2pCantonese(normText: string): { phones: string[]; word2ph: number[] } {
   const phones: string[] = [];
   const word2ph: number[] = [];
-  for (const [ch, jp] of getJyutpingList(normText)) {
+  for (const [ch, jp] of toJyutpingModule().getJyutpingList(normText)) {
     for (const c of Array.from(ch)) {
       if (PUNCTUATION.has(c)) {
         phones.push(c);

@@ -13,9 +13,8 @@
  * dictionaries with word-level polyphone handling) stands in for it. docs/frontend.md says what follows.
  */
 import { readFileSync } from "node:fs";
-import { tag } from "jieba-wasm";
-import { pinyin } from "pinyin-pro";
 import { fromRoot } from "../../shared/paths.js";
+import { jiebaWasm, pinyinProModule } from "./lazy.js";
 import { modifiedTone, preMergeForModify, type Word } from "./tone-sandhi.js";
 import { normalizeZhSentences } from "./zh-normalize.js";
 
@@ -97,7 +96,8 @@ const HAN = /^[\u4e00-\u9fa5]$/;
 
 /** pinyin-pro syllables ("zhong1", "lv4", neutral "de5") of a Han-only string, one per character. */
 function pinyinOfHan(run: string): string[] {
-  const out = pinyin(run, { toneType: "num", type: "array", v: true }) as string[];
+  const { pinyin } = pinyinProModule();
+  const out = pinyin(run, { toneType: "num", type: "array", v: true });
   const cs = chars(run);
   if (out.length !== cs.length) return cs.map((c) => toSyllable(pinyin(c, { toneType: "num", type: "array", v: true })[0] ?? ""));
   return out.map(toSyllable);
@@ -209,7 +209,7 @@ export function g2pChinese(normText: string): ZhG2P {
     const seg = sentence.replace(/[a-zA-Z]+/g, "");
     if (!seg) continue;
     const sentencePinyin = readSentence(seg);
-    const words: Word[] = tag(seg, true).map((t) => [t.word, t.tag]);
+    const words: Word[] = jiebaWasm().tag(seg, true).map((t) => [t.word, t.tag]);
     const merged = preMergeForModify(words, wordSyllables);
     let cursor = 0;
     for (const [word, pos] of merged) {

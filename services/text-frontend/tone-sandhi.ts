@@ -6,7 +6,7 @@
  * A "final" here is a whole syllable with its tone digit ("hao3", "men5") or a punctuation mark; the
  * rules only read and rewrite the last character (the tone), as upstream's do on its finals.
  */
-import { cut_for_search } from "jieba-wasm";
+import { jiebaWasm } from "./lazy.js";
 
 export type Word = [word: string, pos: string];
 
@@ -53,7 +53,7 @@ const allToneThree = (finals: string[]) => finals.every((x) => tone(x) === "3");
 const chars = (s: string) => Array.from(s);
 
 function splitWord(word: string): [string, string] {
-  const parts = cut_for_search(word, true);
+  const parts = jiebaWasm().cut_for_search(word, true);
   // Python's sorted() is stable: shortest first, ties in jieba's order.
   const sorted = parts.map((w, i) => ({ w, i })).sort((a, b) => chars(a.w).length - chars(b.w).length || a.i - b.i);
   const first = sorted.length > 0 ? sorted[0].w : word;
