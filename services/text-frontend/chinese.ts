@@ -97,9 +97,11 @@ const HAN = /^[\u4e00-\u9fa5]$/;
 /** pinyin-pro syllables ("zhong1", "lv4", neutral "de5") of a Han-only string, one per character. */
 function pinyinOfHan(run: string): string[] {
   const { pinyin } = pinyinProModule();
-  const out = pinyin(run, { toneType: "num", type: "array", v: true });
+  // Base tones, as g2pW gives them: pinyin-pro's own 一/不 sandhi is off, upstream's tone_sandhi decides.
+  const opts = { toneType: "num", type: "array", v: true, toneSandhi: false } as const;
+  const out = pinyin(run, opts);
   const cs = chars(run);
-  if (out.length !== cs.length) return cs.map((c) => toSyllable(pinyin(c, { toneType: "num", type: "array", v: true })[0] ?? ""));
+  if (out.length !== cs.length) return cs.map((c) => toSyllable(pinyin(c, opts)[0] ?? ""));
   return out.map(toSyllable);
 }
 
