@@ -281,7 +281,9 @@ t.test("frontend - prompt text", async (t) => {
   t.same(p.phones, [...cmu("hello"), ...cmu("there"), "."]);
   t.equal(promptToPhones("one\ntwo!", "en").normText, "one two!");
   t.equal(codeOf(() => promptToPhones("  ", "en")), "MISSING_TEXT");
-  t.equal(codeOf(() => promptToPhones("你好", "zh")), "UNSUPPORTED_LANGUAGE");
+  t.equal(codeOf(() => promptToPhones("Привет", "zh")), "UNSUPPORTED_LANGUAGE");
+  // 你好 + 。 gives 5 phones (3-3 sandhi: ni2 hao3), fewer than 6, so it is read again with "." in front.
+  t.same(promptToPhones("你好", "zh").phones, [".", "n", "i2", "h", "ao3", "."], "zh prompt");
 });
 
 t.test("frontend - bad input gives the right error code", async (t) => {
@@ -295,14 +297,13 @@ t.test("frontend - bad input gives the right error code", async (t) => {
   for (const s of ["!!! ... ???", "😀😀😀", "\u0000\u0001\u0007", "…", "- - -", "👍🏽 🇺🇸 ❤️"]) {
     t.equal(codeOf(() => textToSegments(s, "en", "cut5")), "NO_SPEAKABLE_TEXT", JSON.stringify(s));
   }
-  for (const [s, mode] of [
-    ["你好世界", "zh"],
-    ["你好世界", "auto"],
-    ["Hello 世界", "all_zh"],
-    ["こんにちは", "ja"],
-    ["カタカナ", "auto"],
-    ["안녕하세요", "ko"],
-    ["你好", "yue"],
+  // Text only in scripts no language mode reads is refused; the message names the script.
+  for (const [s, mode, script] of [
+    ["Привет мир", "zh", "Cyrillic"],
+    ["مرحبا بالعالم", "auto", "Arabic"],
+    ["สวัสดีครับ", "ja", "Thai"],
+    ["שלום עולם", "en", "Hebrew"],
+    ["नमस्ते दुनिया", "ko", "Devanagari"],
   ] as const) {
     let err: unknown;
     try {
@@ -311,9 +312,10 @@ t.test("frontend - bad input gives the right error code", async (t) => {
       err = e;
     }
     t.ok(err instanceof GsvError && err.code === "UNSUPPORTED_LANGUAGE", `${s} (${mode})`);
-    t.match((err as Error).message, new RegExp(mode), "the message names the mode");
-    t.match((err as Error).message, new RegExp(Array.from(s).find((c) => /[^\x00-\x7f ]/.test(c))!), "and the characters");
+    t.match((err as Error).message, new RegExp(script), "the message names the script");
   }
+  // Mixed with a readable script, the unreadable letters are dropped as upstream's cleaners drop them.
+  t.same(textToSegments("Привет 你好世界", "zh", "cut5")[0].phones, ["n", "i2", "h", "ao3", "sh", "ir4", "j", "ie4", "."]);
   // "en" reads only the English and drops the rest, as upstream's English cleaner does ("Hello ." loses
   // its "." after the space, 4 phones are fewer than 6, so the text is read again with "." in front).
   t.same(textToSegments("Hello 世界", "en", "cut5")[0].phones, [".", ...cmu("hello")]);

@@ -25,8 +25,9 @@ Usage:
           [--steps 32] [--speed 1] [--url http://host:port]
       Speak TEXT to a WAV file. Without --url it starts a private pipeline, speaks, and stops it.
       Without --ref the bundled default voice is used.
-  gsv g2p [--lang en] [--split cut5] "TEXT"
-      Print the text frontend's segments as JSON: language, normalised text, phones, ids, word2ph.
+  gsv g2p [--lang en|zh|ja|ko|yue|auto|auto_yue|all_zh|all_ja|all_ko|all_yue] [--split cut5] "TEXT"
+      Print the text frontend's segments as JSON: language, normalised text, phones, ids, word2ph,
+      and the language runs of each segment.
   gsv chaos [--concurrency 4] [--deadline-ms 20000] [--gap-ms 3000] [--seed N] [--no-nats-restart]
       Faults under load on loopback: SIGKILL a replica of each stage, then nats-server; print the counts
       (completed, failed by code, lost, duplicated); exit 1 on a violation. See docs/operations.md.
@@ -129,7 +130,7 @@ async function g2p(argv: string[]): Promise<void> {
   const { isSplitMethod } = await import("../services/text-frontend/split.js");
   if (!isSplitMethod(values.split!)) throw new Error(`--split must be cut0..cut5, got ${values.split}`);
   const segments = textToSegments(positionals.join(" "), values.lang!, values.split);
-  console.log(JSON.stringify({ lang: values.lang, segments: segments.map((s) => ({ text: s.text, lang: s.lang, normText: s.normText, phones: s.phones, ids: s.ids, word2ph: s.word2ph })) }, null, 2));
+  console.log(JSON.stringify({ lang: values.lang, segments: segments.map((s) => ({ text: s.text, lang: s.lang, normText: s.normText, phones: s.phones, ids: s.ids, word2ph: s.word2ph, runs: s.runs.map((r) => ({ lang: r.lang, text: r.text, normText: r.normText, phones: r.phones.join(" "), word2ph: r.word2ph })) })) }, null, 2));
 }
 
 /** A local 3-node NATS cluster until Ctrl-C. */

@@ -2,15 +2,19 @@
  * The text frontend: validate, clean, split and convert text to phone ids, as upstream GPT-SoVITS
  * `TextPreprocessor.preprocess` (target text) and `TTS.run` (prompt text) do.
  *
- * Only English G2P exists so far. Text in every language mode is treated as English (upstream keeps
- * English runs English in every mode); text with Chinese, Japanese or Korean characters is refused with
- * UNSUPPORTED_LANGUAGE in every mode but "en" (where upstream's English cleaner drops such characters,
- * as it does here). docs/frontend.md lists the differences from upstream.
+ * Languages: zh (chinese.ts), en (english.ts), ja (japanese.ts), ko (korean.ts), yue (cantonese.ts);
+ * mixed text is cut into language runs by the mode (langseg.ts, upstream LangSegmenter and
+ * get_phones_and_bert). docs/frontend.md lists the differences from upstream.
  */
 import { GsvError } from "../../shared/errors.js";
+import { cleanCantonese } from "./cantonese.js";
+import { cleanChinese } from "./chinese.js";
 import { g2pEnglish } from "./english.js";
+import { g2pJapanese, normalizeJapanese } from "./japanese.js";
+import { g2pKorean } from "./korean.js";
+import { segmentLanguages } from "./langseg.js";
 import { SPLIT_MARKS, cpLength, isSplitMethod, splitText, type SplitMethod } from "./split.js";
-import { phonesToIds } from "./symbols.js";
+import { hasSymbol, phonesToIds } from "./symbols.js";
 
 export type { SplitMethod } from "./split.js";
 
@@ -25,7 +29,7 @@ export const DEFAULT_MAX_CHARS = 5000;
 export interface Segment {
   /** The segment as split from the input (before normalisation). */
   text: string;
-  /** Language whose G2P produced the phones ("en" for now). */
+  /** Languages whose G2P produced the phones, joined by "+" ("zh", "zh+en"). */
   lang: string;
   /** Normalised text (upstream `norm_text`). */
   normText: string;
@@ -33,8 +37,10 @@ export interface Segment {
   phones: string[];
   /** Phone ids in the v2 symbol table (same length as phones). */
   ids: number[];
-  /** Phones per character of normText (zh only upstream); null for English. */
+  /** Phones per character of normText when every run is zh or yue; null otherwise (see runs). */
   word2ph: number[] | null;
+  /** The language runs, in order (their phones concatenate to `phones`). */
+  runs: Run[];
 }
 
 export interface TextOptions {
@@ -100,69 +106,93 @@ export function cleanText(text: string): string {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Scripts we cannot read yet
+// Scripts no language of the frontend reads
 
-const SCRIPTS: { name: string; language: string; re: RegExp }[] = [
-  { name: "Han characters", language: "Chinese", re: /\p{Script=Han}/u },
-  { name: "Japanese kana", language: "Japanese", re: /[\p{Script=Hiragana}\p{Script=Katakana}]/u },
-  { name: "Korean hangul", language: "Korean", re: /\p{Script=Hangul}/u },
-  { name: "Bopomofo", language: "Chinese", re: /\p{Script=Bopomofo}/u },
-];
+/** Letters of scripts other than Latin, Han, kana, hangul and bopomofo (and Greek, read by zh). */
+const FOREIGN_LETTER = /(?![\p{Script=Latin}\p{Script=Han}\p{Script=Hiragana}\p{Script=Katakana}\p{Script=Hangul}\p{Script=Bopomofo}\p{Script=Greek}])\p{L}/u;
 
-const MODE_LANGUAGE: Partial<Record<LanguageMode, string>> = {
-  zh: "Chinese",
-  all_zh: "Chinese",
-  ja: "Japanese",
-  all_ja: "Japanese",
-  ko: "Korean",
-  all_ko: "Korean",
-  yue: "Cantonese",
-  all_yue: "Cantonese",
-  auto_yue: "Cantonese",
-};
-
-/** Throw UNSUPPORTED_LANGUAGE when a mode other than "en" meets Chinese, Japanese or Korean script. */
-function checkScripts(text: string, mode: LanguageMode): void {
-  if (mode === "en") return;
-  const found = new Map<number, { first: number; chars: string[] }>();
-  let index = 0;
-  for (const ch of text) {
-    for (let k = 0; k < SCRIPTS.length; k++) {
-      if (!SCRIPTS[k].re.test(ch)) continue;
-      const entry = found.get(k) ?? { first: index, chars: [] };
-      if (entry.chars.length < 5 && !entry.chars.includes(ch)) entry.chars.push(ch);
-      found.set(k, entry);
-      break;
-    }
-    index++;
+function scriptName(ch: string): string {
+  for (const s of ["Cyrillic", "Arabic", "Hebrew", "Thai", "Devanagari", "Armenian", "Georgian", "Ethiopic", "Tamil", "Bengali", "Khmer", "Lao", "Tibetan", "Mongolian"]) {
+    if (new RegExp(`\\p{Script=${s}}`, "u").test(ch)) return s;
   }
-  if (found.size === 0) return;
-  const parts = [...found.entries()].map(
-    ([k, e]) => `${SCRIPTS[k].name} (${e.chars.map((c) => JSON.stringify(c)).join(", ")}, first at character ${e.first + 1})`,
-  );
-  const languages = MODE_LANGUAGE[mode] ?? [...new Set([...found.keys()].map((k) => SCRIPTS[k].language))].join("/");
-  throw new GsvError(
-    "UNSUPPORTED_LANGUAGE",
-    `language mode "${mode}": the text contains ${parts.join(" and ")}; ${languages} G2P is not implemented yet, only English text can be synthesised`,
-  );
+  return "a script no language mode reads";
 }
 
 // ---------------------------------------------------------------------------------------------------
 // Segments
 
-const isWordPhone = (p: string) => /^[A-Z]/.test(p);
+const isWordPhone = (p: string) => !NON_WORD_PHONES.has(p);
+/** Phones that are not speech: punctuation, pauses, prosody marks, Korean space/unknown, UNK. */
+const NON_WORD_PHONES: ReadonlySet<string> = new Set(["!", "?", "…", ",", ".", "-", "SP", "SP2", "SP3", "UNK", "_", "[", "]", "#", "空", "停"]);
+
+/** One language run of a segment after cleaning (upstream clean_text_inf). */
+export interface Run {
+  lang: string;
+  text: string;
+  normText: string;
+  phones: string[];
+  /** Phones per character of normText for zh and yue (upstream computes it for those); else null. */
+  word2ph: number[] | null;
+}
+
+/** Upstream clean_text for one run: G2P of the run's language, phones outside the table become "UNK". */
+export function cleanRun(text: string, lang: string): Run {
+  const r = cleanRunRaw(text, lang);
+  r.phones = r.phones.map((p) => (hasSymbol(p) ? p : "UNK"));
+  return r;
+}
+
+function cleanRunRaw(text: string, lang: string): Run {
+  switch (lang) {
+    case "zh": {
+      const r = cleanChinese(text);
+      return { lang, text, normText: r.normText, phones: r.phones, word2ph: r.word2ph };
+    }
+    case "yue": {
+      const r = cleanCantonese(text);
+      return { lang, text, normText: r.normText, phones: r.phones, word2ph: r.word2ph };
+    }
+    case "ja": {
+      const normText = normalizeJapanese(text);
+      return { lang, text, normText, phones: g2pJapanese(normText), word2ph: null };
+    }
+    case "ko":
+      return { lang, text, normText: text, phones: g2pKorean(text), word2ph: null };
+    default: {
+      const r = g2pEnglish(text);
+      return { lang: "en", text, normText: r.normText, phones: r.phones, word2ph: null };
+    }
+  }
+}
 
 /**
- * Phones of one piece of text (upstream `get_phones_and_bert` with an English run): runs of spaces
- * collapsed, G2P, and a second pass with "." in front when fewer than 6 phones result. Null when nothing
- * speakable is left.
+ * Phones of one piece of text (upstream `get_phones_and_bert`): runs of spaces collapsed, language
+ * runs found by the mode, each run cleaned, everything concatenated; when fewer than 6 phones result the
+ * piece is read again with "." in front. Null when nothing speakable is left.
  */
-function segmentFor(text: string): Segment | null {
+function segmentFor(text: string, mode: LanguageMode): Segment | null {
   const t = text.replace(/ {2,}/g, " ");
-  let r = g2pEnglish(t);
-  if (r.phones.length < 6) r = g2pEnglish("." + t);
-  if (r.normText === "" || !r.phones.some(isWordPhone)) return null;
-  return { text, lang: "en", normText: r.normText, phones: r.phones, ids: phonesToIds(r.phones), word2ph: null };
+  const read = (s: string) => segmentLanguages(s, mode).map((r) => cleanRun(r.text, r.lang));
+  let runs = read(t);
+  if (runs.reduce((n, r) => n + r.phones.length, 0) < 6) runs = read("." + t);
+  runs = runs.filter((r) => r.phones.length > 0);
+  const phones = runs.flatMap((r) => r.phones);
+  if (!phones.some(isWordPhone)) return null;
+  const normText = runs.map((r) => r.normText).join("");
+  const langs = [...new Set(runs.map((r) => r.lang))];
+  const word2ph = runs.every((r) => r.word2ph !== null) ? runs.flatMap((r) => r.word2ph!) : null;
+  return { text, lang: langs.join("+"), normText, phones, ids: phonesToIds(phones), word2ph, runs };
+}
+
+/** Refuse text whose only letters are of scripts no mode reads (Cyrillic, Arabic, Thai, ...). */
+function checkReadable(text: string): void {
+  const m = FOREIGN_LETTER.exec(text);
+  if (!m) return;
+  if (/[\p{Script=Latin}\p{Script=Han}\p{Script=Hiragana}\p{Script=Katakana}\p{Script=Hangul}\p{N}]/u.test(text)) return;
+  throw new GsvError(
+    "UNSUPPORTED_LANGUAGE",
+    `the text is written in ${scriptName(m[0])} (first letter ${JSON.stringify(m[0])}); only Chinese, Japanese, Korean, Cantonese and English can be read`,
+  );
 }
 
 function checkText(text: unknown, maxChars: number): string {
@@ -173,7 +203,7 @@ function checkText(text: unknown, maxChars: number): string {
 }
 
 /**
- * Target text to segments: clean, refuse unreadable scripts, split (upstream pre_seg_text with the given
+ * Target text to segments: clean, refuse text only in scripts no mode reads, split (upstream pre_seg_text with the given
  * cut method), G2P each segment. Throws GsvError: UNKNOWN_LANGUAGE, BAD_PARAMETER, MISSING_TEXT,
  * TEXT_TOO_LONG, UNSUPPORTED_LANGUAGE, NO_SPEAKABLE_TEXT.
  */
@@ -184,10 +214,10 @@ export function textToSegments(text: string, lang: string, method: SplitMethod, 
   if (!Number.isInteger(maxChars) || maxChars < 1) throw new GsvError("BAD_PARAMETER", `maxChars must be a positive integer, got ${maxChars}`);
   checkText(text, maxChars);
   const cleaned = cleanText(text);
-  checkScripts(cleaned, mode);
+  checkReadable(cleaned);
   const segments: Segment[] = [];
   for (const piece of splitText(cleaned, method, mode)) {
-    const seg = segmentFor(piece);
+    const seg = segmentFor(piece, mode);
     if (seg) segments.push(seg);
   }
   if (segments.length === 0) throw new GsvError("NO_SPEAKABLE_TEXT", "the text has no words that can be spoken");
@@ -202,12 +232,12 @@ export function promptToPhones(text: string, lang: string): Segment {
   const mode = checkLanguageMode(lang);
   checkText(text, DEFAULT_MAX_CHARS);
   const cleaned = cleanText(text);
-  checkScripts(cleaned, mode);
+  checkReadable(cleaned);
   let t = cleaned.replace(/^\n+|\n+$/g, "").replace(/\n+/g, " ");
   if (t.length === 0) throw new GsvError("NO_SPEAKABLE_TEXT", "the prompt text has nothing that can be spoken");
   const last = Array.from(t.slice(-2)).pop() ?? "";
   if (!SPLIT_MARKS.has(last)) t += mode === "en" ? "." : "。";
-  const seg = segmentFor(t);
+  const seg = segmentFor(t, mode);
   if (!seg) throw new GsvError("NO_SPEAKABLE_TEXT", "the prompt text has no words that can be spoken");
   return seg;
 }
