@@ -9,6 +9,7 @@ import { decodeAs, encode } from "./codec.js";
 import { GsvError, isErrorCode } from "./errors.js";
 import { ReplyEvent, type GenParams, type TextJob, type Timing, type VoiceRef } from "./schemas.js";
 import { Subjects, WorkQueues } from "./subjects.js";
+import type { StreamMode } from "./streaming.js";
 
 export interface SynthesisRequest {
   text: string;
@@ -20,7 +21,11 @@ export interface SynthesisRequest {
   timeoutMs: number;
   /** Ordered PCM pieces as soon as they can be played. */
   onAudio?: (pcm: Float32Array) => void;
+  /** Every event from the reply subject, as it arrives (plan, audio windows in any order, progress, error). */
+  onEvent?: (ev: ReplyEvent) => void;
   signal?: AbortSignal;
+  /** Streaming mode 1..3 (docs/streaming.md); absent or 0: the segment is decoded whole before its audio. */
+  stream?: StreamMode;
 }
 
 export interface StageSummary {
@@ -164,11 +169,15 @@ export async function synthesize(nc: NatsConnection, req: SynthesisRequest): Pro
   const finished = (async () => {
     for await (const m of sub) {
       const ev = decodeAs(ReplyEvent, m.data);
-      if (ev.type === "error") throw new GsvError(isErrorCode(ev.code) ? ev.code : "INTERNAL", `${ev.stage}: ${ev.message}`);
+      req.onEvent?.(ev);
+      if (ev.type === "error") {
+        cancel(); // stop the request's other segments in every stage
+        throw new GsvError(isErrorCode(ev.code) ? ev.code : "INTERNAL", `${ev.stage}: ${ev.message}`);
+      }
       if (ev.type === "plan") {
         asm.segCount = ev.segments;
         planTimings.push(...ev.timings);
-      } else {
+      } else if (ev.type === "audio") {
         sampleRate = ev.sampleRate;
         asm.push(ev);
       }
@@ -196,6 +205,7 @@ export async function synthesize(nc: NatsConnection, req: SynthesisRequest): Pro
       splitMethod: req.splitMethod,
       voice: req.voice,
       params: req.params,
+      ...(req.stream ? { stream: { mode: req.stream } } : {}),
     };
     try {
       await nc.jetstream().publish(WorkQueues.text.subject, encode(job), { msgID: id });

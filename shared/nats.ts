@@ -86,3 +86,8 @@ export async function voicesBucket(nc: NatsConnection): Promise<KV> {
 export async function refAudioStore(nc: NatsConnection): Promise<ObjectStore> {
   return nc.jetstream().views.os(Buckets.refAudio, { storage: StorageType.File });
 }
+
+/** Tokens so far of streamed segments: memory, one value per key, gone after 10 minutes. */
+export async function tokensBucket(nc: NatsConnection): Promise<KV> {
+  return nc.jetstream().views.kv(Buckets.tokens, { history: 1, storage: StorageType.Memory, ttl: 10 * 60_000, maxBucketSize: 256 * 1024 * 1024 });
+}

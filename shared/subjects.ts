@@ -32,6 +32,8 @@ export const Buckets = {
   voices: "tts_voices",
   /** Object store: reference audio by content hash. */
   refAudio: "tts_ref_audio",
+  /** KV: tokens so far of streamed segments, written by gpt-semantic, read by sovits-decoder (docs/streaming.md). */
+  tokens: "tts_tokens",
 } as const;
 
 /** The services-API name of each process. */

@@ -16,6 +16,8 @@ import { TtsParams } from "../../shared/schemas.js";
 import { resolveSeed } from "../../shared/sampling.js";
 import { PREFIX, ServiceNames } from "../../shared/subjects.js";
 import { decode } from "../../shared/codec.js";
+import { toStreamMode } from "../../shared/streaming.js";
+import { streamAudio } from "./stream.js";
 
 export interface GatewayOptions {
   nc: NatsConnection;
@@ -138,7 +140,7 @@ export class Gateway {
       const audioSha = createHash("sha256").update(voice.bytes).digest("hex");
       await this.#upload(audioSha, voice.bytes);
       const gatewayMs = Date.now() - t0;
-      const result = await synthesize(this.#o.nc, {
+      const request = {
         text: p.text,
         textLang: p.text_lang,
         splitMethod: p.text_split_method,
@@ -155,7 +157,10 @@ export class Gateway {
         },
         timeoutMs: p.timeout_ms || this.#o.requestTimeoutMs,
         signal: abort.signal,
-      });
+      };
+      const mode = toStreamMode(p.streaming_mode) ?? 0;
+      if (mode) return await streamAudio(res, this.#o.nc, { ...request, stream: mode }, p.media_type, gatewayMs);
+      const result = await synthesize(this.#o.nc, request);
       this.#sendAudio(res, p.media_type, result, gatewayMs);
     } finally {
       this.#inflight--;

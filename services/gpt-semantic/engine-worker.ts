@@ -32,6 +32,7 @@ async function loop(): Promise<void> {
   try {
     while (!engine.idle) {
       const done = await engine.step();
+      for (const p of engine.takePartials()) port.postMessage({ type: "partial", partial: p }, [p.tokens.buffer as ArrayBuffer]);
       for (const r of done) port.postMessage({ type: "done", result: r }, [r.tokens.buffer as ArrayBuffer]);
       await new Promise((r) => setImmediate(r)); // let add/abort messages in between steps
     }

@@ -5,7 +5,7 @@ import { decodeAs, encode } from "../../shared/codec.js";
 import { GsvError, toGsvError } from "../../shared/errors.js";
 import { log } from "../../shared/log.js";
 import { loadManifest } from "../../shared/manifest.js";
-import { connectNats, refAudioStore, voicesBucket } from "../../shared/nats.js";
+import { connectNats, refAudioStore, tokensBucket, voicesBucket } from "../../shared/nats.js";
 import { OrtPool } from "../../shared/ort-pool.js";
 import { SovitsJob, VoicePrepareRequest, type VocoderJob } from "../../shared/schemas.js";
 import { StageRunner, runUntilSignalled, timing } from "../../shared/stage.js";
@@ -14,6 +14,9 @@ import { VoiceStore } from "../../shared/voices.js";
 import { MicroBatcher } from "../../shared/batcher.js";
 import { decodeWindows, ditBatch, encodeSegment, type DitInput } from "./cfm.js";
 import { prepareVoice } from "./voice-prep.js";
+import { decodeStreamWindow } from "./stream.js";
+import { makeSchedule, tokensKey, tokensNeeded, TokensSoFar } from "../../shared/streaming.js";
+import type { StageContext } from "../../shared/stage.js";
 
 const cfg = loadConfig("sovits-decoder");
 const manifest = loadManifest(cfg.modelDir);
@@ -37,6 +40,25 @@ const dit = new MicroBatcher<DitInput, { v: Float32Array; batch: number }>(async
 const nc = await connectNats({ url: cfg.natsUrl, name: cfg.replica });
 const voices = new VoiceStore(await voicesBucket(nc));
 const refAudio = await refAudioStore(nc);
+const tokensKv = await tokensBucket(nc);
+
+/** Streaming: wait until gpt-semantic has decoded `need` tokens of the segment, or all of them. */
+async function waitForTokens(job: SovitsJob, need: number, ctx: StageContext): Promise<TokensSoFar> {
+  const watcher = await tokensKv.watch({ key: tokensKey(job.id, job.seg) });
+  const unwatch = ctx.watch(job, () => watcher.stop());
+  try {
+    for await (const e of watcher) {
+      if (e.operation !== "PUT" || e.value.length === 0) continue;
+      const t = decodeAs(TokensSoFar, e.value);
+      if (t.final || t.tokens.length >= need) return t;
+    }
+  } finally {
+    unwatch();
+    watcher.stop();
+  }
+  ctx.checkAlive(job);
+  throw new GsvError("INTERNAL", `the token watch of ${job.id}:${job.seg} ended`);
+}
 
 // Voice preparation: single flight per voice within this replica; the result is shared through KV.
 const preparing = new Map<string, Promise<{ key: string; tokens: number; cached: boolean }>>();
@@ -69,6 +91,7 @@ const runner = new StageRunner({
   metadata: { modelSet: manifest.name, cfmBatch: cfmMode },
   extraStatus: () => ({ ditBatches: Object.fromEntries(dit.histogram), ditWaiting: dit.waiting }),
   async handle(job, ctx) {
+    if (job.stream) return streamWindow(job, ctx);
     const started = Date.now();
     const voice = await voices.require(job.voiceKey);
     const enc = await encodeSegment(pool, manifest, {
@@ -111,6 +134,50 @@ const runner = new StageRunner({
     }
   },
 });
+
+/** One window of a streamed segment; forwards its mel to the vocoder and the next window's job to this stage. */
+async function streamWindow(job: SovitsJob, ctx: StageContext): Promise<void> {
+  const voice = await voices.require(job.voiceKey);
+  const sched = makeSchedule(job.stream!.mode, manifest.dims.cfm, voice.refMelFrames, voice.prompts.length, job.params.speed);
+  let tokens = job.tokens;
+  let final = job.tokensFinal === true;
+  const need = tokensNeeded(sched, job.window?.win ?? 0);
+  if (!final && tokens.length < need) {
+    const t = await waitForTokens(job, need, ctx);
+    if (t.final || t.tokens.length > tokens.length) ({ tokens, final } = t);
+  }
+  const started = Date.now();
+  let winBatch = 1;
+  const ditFn = async (input: DitInput) => {
+    const r = await dit.submit(input);
+    winBatch = Math.max(winBatch, r.batch);
+    return r.v;
+  };
+  const r = await decodeStreamWindow(pool, ditFn, manifest, { job, voice, tokens, final, checkAlive: () => ctx.checkAlive(job) });
+  const w = r.window;
+  const out: VocoderJob = {
+    id: job.id,
+    reply: job.reply,
+    deadline: job.deadline,
+    enqueuedAt: Date.now(),
+    timings: [...job.timings, timing("sovits", cfg.replica, job, started, winBatch, job.seg, w.win)],
+    seg: job.seg,
+    segCount: job.segCount,
+    win: w.win,
+    last: w.last,
+    mel: w.mel,
+    frames: w.frames,
+    overlap: w.overlap,
+    tail: w.tail,
+    tokens: final ? tokens.length : 0,
+    fragmentInterval: job.params.fragmentInterval,
+  };
+  await ctx.forward("vocoder", `${job.id}:vocoder:${job.seg}:${w.win}`, out);
+  if (r.next) {
+    const next: SovitsJob = { ...job, enqueuedAt: Date.now(), tokens, tokensFinal: final, window: r.next };
+    await ctx.forward("sovits", `${job.id}:sovits:${job.seg}:w${r.next.win}`, next);
+  }
+}
 
 await runner.start();
 const svc = await nc.services.add({ name: "voice-prep", version: "0.1.0", description: "prepares reference voices", metadata: { replica: cfg.replica } });
