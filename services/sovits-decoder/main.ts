@@ -32,10 +32,17 @@ const pool = await OrtPool.create({
 // longest window (x_lens masks), "bucket" batches only windows of equal length.
 const cfmMode = process.env.GSV_CFM_BATCH === "bucket" ? "bucket" : "pad";
 const cfmMaxBatch = Number(process.env.GSV_CFM_MAX_BATCH ?? 8);
-const dit = new MicroBatcher<DitInput, { v: Float32Array; batch: number }>(async (items) => (await ditBatch(pool, manifest, items)).map((v) => ({ v, batch: items.length })), {
+// Steps are served earliest deadline first, then by segment and window, so a request's audio comes in
+// order. A batch led by a streamed window holds at most GSV_CFM_STREAM_BATCH windows (default 1): on a
+// CPU the DiT is compute-bound (batching buys ~13 %), and a large batch would hold back the first audio.
+const cfmStreamBatch = Number(process.env.GSV_CFM_STREAM_BATCH ?? 1);
+type DitItem = DitInput & { prio: number[]; streamed: boolean };
+const dit = new MicroBatcher<DitItem, { v: Float32Array; batch: number }>(async (items) => (await ditBatch(pool, manifest, items)).map((v) => ({ v, batch: items.length })), {
   maxBatch: cfmMaxBatch,
   concurrency: cfg.ortWorkers,
   key: cfmMode === "bucket" ? (it) => it.t : undefined,
+  priority: (it) => it.prio,
+  batchLimit: (it) => (it.streamed ? cfmStreamBatch : cfmMaxBatch),
 });
 const nc = await connectNats({ url: cfg.natsUrl, name: cfg.replica });
 const voices = new VoiceStore(await voicesBucket(nc));
@@ -103,14 +110,14 @@ const runner = new StageRunner({
       speed: job.params.speed,
     });
     let winBatch = 1;
+    let win = 0;
     const ditFn = async (input: DitInput) => {
-      const r = await dit.submit(input);
+      const r = await dit.submit({ ...input, prio: [job.deadline, job.seg, win], streamed: false });
       winBatch = Math.max(winBatch, r.batch);
       return r.v;
     };
     let winStarted = started;
     for await (const w of decodeWindows(ditFn, manifest, { voice, enc, steps: job.params.sampleSteps, seed: job.params.seed, seg: job.seg, checkAlive: () => ctx.checkAlive(job) })) {
-      const win = w.win;
       const out: VocoderJob = {
         id: job.id,
         reply: job.reply,
@@ -129,6 +136,7 @@ const runner = new StageRunner({
         fragmentInterval: job.params.fragmentInterval,
       };
       await ctx.forward("vocoder", `${job.id}:vocoder:${job.seg}:${win}`, out);
+      win = w.win + 1;
       winStarted = Date.now();
       winBatch = 1;
     }
@@ -149,7 +157,7 @@ async function streamWindow(job: SovitsJob, ctx: StageContext): Promise<void> {
   const started = Date.now();
   let winBatch = 1;
   const ditFn = async (input: DitInput) => {
-    const r = await dit.submit(input);
+    const r = await dit.submit({ ...input, prio: [job.deadline, job.seg, job.window?.win ?? 0], streamed: true });
     winBatch = Math.max(winBatch, r.batch);
     return r.v;
   };
