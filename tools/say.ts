@@ -83,6 +83,7 @@ class Progress {
   #sampleRate = 24000;
   #lastLine = "";
   #finished = new Set<number>();
+  #lastSecond = 0;
   readonly #tty = process.stderr.isTTY === true;
   constructor(readonly enabled: boolean) {}
 
@@ -99,7 +100,10 @@ class Progress {
   }
   audio(samples: number): void {
     this.#samples += samples;
-    this.draw(false);
+    // Without a plan (HTTP), a line per second of audio where the bar cannot redraw itself.
+    const sec = Math.floor(this.#samples / this.#sampleRate);
+    this.draw(this.#segments === 0 && sec > this.#lastSecond);
+    this.#lastSecond = sec;
   }
   draw(force: boolean): void {
     if (!this.enabled) return;
