@@ -80,3 +80,29 @@ t.test("streaming schedule - the GPT engine reports the tokens so far at the req
   t.same(partials.map((p) => p.tokens.length), [5, 12, 30]);
   for (const p of partials) t.same(p.tokens, final.subarray(0, p.tokens.length), `the first ${p.tokens.length} tokens`);
 });
+
+t.test("streaming schedule - DiT steps: earliest deadline first, and a streamed item leads a batch of its limit", async (t) => {
+  const { MicroBatcher } = await import("../shared/batcher.js");
+  type It = { name: string; prio: number[]; streamed: boolean };
+  const calls: string[][] = [];
+  let release: (() => void) | undefined;
+  const b = new MicroBatcher<It, string>(
+    async (items) => {
+      calls.push(items.map((i) => i.name));
+      if (calls.length === 1) await new Promise<void>((r) => (release = r));
+      return items.map((i) => i.name);
+    },
+    { maxBatch: 4, concurrency: 1, priority: (i) => i.prio, batchLimit: (i) => (i.streamed ? 1 : 4) },
+  );
+  const busy = b.submit({ name: "busy", prio: [0], streamed: false });
+  const rest = [
+    { name: "late-a", prio: [200, 0, 0], streamed: false },
+    { name: "s-seg1", prio: [100, 1, 0], streamed: true },
+    { name: "late-b", prio: [200, 1, 0], streamed: false },
+    { name: "s-seg0-win1", prio: [100, 0, 1], streamed: true },
+    { name: "s-seg0-win0", prio: [100, 0, 0], streamed: true },
+  ].map((i) => b.submit(i));
+  release!();
+  await Promise.all([busy, ...rest]);
+  t.same(calls, [["busy"], ["s-seg0-win0"], ["s-seg0-win1"], ["s-seg1"], ["late-a", "late-b"]]);
+});
