@@ -77,7 +77,9 @@ export class MicroBatcher<I, O> {
         (err) => batch.forEach((w) => w.reject(err)),
       ).finally(() => {
         this.#running--;
-        this.#pump();
+        // After the callers' continuations: an item that resubmits at once (the next Euler step of a
+        // window) competes for the next batch by its priority instead of missing it by a microtask.
+        setImmediate(() => this.#pump());
       });
     }
   }
