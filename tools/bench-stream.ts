@@ -1,7 +1,7 @@
 /**
  * Time to first audio against full-synthesis latency (docs/streaming.md, docs/performance.md).
  *
- *   node dist/tools/bench-stream.js [--quick] [--model-dir DIR] [--steps 8] [--out bench-out]
+ *   node dist/tools/bench-stream.js [--quick] [--model-dir DIR] [--steps 8] [--out bench-out] [--runs N] [--modes 0,1,2,3]
  *
  * A ~20-second paragraph, one request in flight on a warm pipeline, through the typed NATS client:
  * for streaming_mode 0 (not streamed), 1, 2 and 3 the time until the first audio is playable in order
@@ -35,7 +35,7 @@ export interface StreamingFigures {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-export async function streamingLatency(o: { modelDir: string; steps: number; runs: number; log?: (s: string) => void }): Promise<StreamingFigures> {
+export async function streamingLatency(o: { modelDir: string; steps: number; runs: number; modes?: StreamMode[]; log?: (s: string) => void }): Promise<StreamingFigures> {
   const log = o.log ?? (() => undefined);
   const stack = await startStack({ env: { GSV_MODEL_DIR: o.modelDir, GSV_LOG: "warn" } });
   const nc = await connect({ servers: stack.natsUrl });
@@ -48,7 +48,7 @@ export async function streamingLatency(o: { modelDir: string; steps: number; run
     const modes: StreamingFigures["modes"] = [];
     let audioSeconds = 0;
     let segments = 0;
-    for (const mode of [0, 1, 2, 3] as StreamMode[]) {
+    for (const mode of o.modes ?? ([0, 1, 2, 3] as StreamMode[])) {
       const ttfa: number[] = [];
       const total: number[] = [];
       for (let i = 0; i < o.runs; i++) {
@@ -78,11 +78,15 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
       "model-dir": { type: "string" },
       steps: { type: "string", default: "8" },
       out: { type: "string", default: "bench-out" },
+      runs: { type: "string" },
+      modes: { type: "string", default: "0,1,2,3" },
     },
   });
   const modelDir = values["model-dir"] ?? fromRoot("models", "tiny");
   console.log(`time to first audio, ${modelDir}, sample_steps ${values.steps}`);
-  const figures = await streamingLatency({ modelDir, steps: Number(values.steps), runs: values.quick ? 3 : 5, log: console.log });
+  const modes = values.modes!.split(",").map(Number) as StreamMode[];
+  if (modes[0] !== 0) throw new Error("--modes must start with 0 (the non-streamed latency the ratios divide by)");
+  const figures = await streamingLatency({ modelDir, steps: Number(values.steps), runs: Number(values.runs ?? (values.quick ? 3 : 5)), modes, log: console.log });
   console.log(`  ${figures.audioSeconds} s of audio in ${figures.segments} segments`);
   for (const m of figures.modes) console.log(`  mode ${m.mode}: TTFA ${m.ttfaMs} ms = ${(100 * m.ttfaRatio).toFixed(1)} % of the non-streamed ${figures.modes[0].totalMs} ms (${(100 * m.ttfaOfOwnTotal).toFixed(1)} % of its own ${m.totalMs} ms)`);
   mkdirSync(values.out!, { recursive: true });
