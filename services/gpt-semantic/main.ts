@@ -67,6 +67,7 @@ const runner = new StageRunner({
             }
             progress(p.tokens.length, false);
           });
+          chain.catch(() => undefined); // handled: `await chain` below rethrows it
         }
       : undefined;
     const r = await engine
