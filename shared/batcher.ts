@@ -16,6 +16,18 @@ export interface BatcherOptions<I> {
   key?: (item: I) => string | number;
   /** Called after every batch with its size, times and the trace contexts of the items' requests (metrics, spans). */
   observe?: (b: BatchInfo) => void;
+  /** Serve items in this order (lexicographic, smaller first; ties in arrival order) instead of arrival order. */
+  priority?: (item: I) => number[];
+  /** The largest batch the item that leads it may run in (default maxBatch). */
+  batchLimit?: (item: I) => number;
+}
+
+function lexLess(a: number[], b: number[]): number {
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    const d = (a[i] ?? 0) - (b[i] ?? 0);
+    if (d !== 0) return d;
+  }
+  return 0;
 }
 
 interface Waiting<I, O> {
@@ -52,9 +64,16 @@ export class MicroBatcher<I, O> {
 
   #pump(): void {
     while (this.#running < this.#o.concurrency && this.#queue.length) {
+      const prio = this.#o.priority;
+      if (prio) {
+        const ranked = this.#queue.map((w, i) => ({ w, i, p: prio(w.item) }));
+        ranked.sort((a, b) => lexLess(a.p, b.p) || a.i - b.i);
+        this.#queue = ranked.map((r) => r.w);
+      }
       const key = this.#o.key?.(this.#queue[0].item);
+      const limit = Math.max(1, Math.min(this.#o.maxBatch, this.#o.batchLimit?.(this.#queue[0].item) ?? this.#o.maxBatch));
       const batch: Waiting<I, O>[] = [];
-      for (let i = 0; i < this.#queue.length && batch.length < this.#o.maxBatch; ) {
+      for (let i = 0; i < this.#queue.length && batch.length < limit; ) {
         if (key === undefined || this.#o.key!(this.#queue[i].item) === key) batch.push(...this.#queue.splice(i, 1));
         else i++;
       }
@@ -73,7 +92,9 @@ export class MicroBatcher<I, O> {
         (err) => batch.forEach((w) => w.reject(err)),
       ).finally(() => {
         this.#running--;
-        this.#pump();
+        // After the callers' continuations: an item that resubmits at once (the next Euler step of a
+        // window) competes for the next batch by its priority instead of missing it by a microtask.
+        setImmediate(() => this.#pump());
       });
     }
   }

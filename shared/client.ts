@@ -3,13 +3,14 @@
  * publish a TextJob, listen on its reply subject, put audio windows in order, cross-fade the seams,
  * insert the pause after each segment, and summarise where the time went, per stage.
  */
-import { randomUUID } from "node:crypto";
-import type { NatsConnection } from "nats";
+import { createHash, randomUUID } from "node:crypto";
+import { StorageType, type NatsConnection } from "nats";
 import { decodeAs, encode } from "./codec.js";
 import { GsvError, isErrorCode } from "./errors.js";
 import { publishWork } from "./nats.js";
 import { ReplyEvent, type GenParams, type TextJob, type Timing, type VoiceRef } from "./schemas.js";
-import { Subjects, WorkQueues } from "./subjects.js";
+import { Buckets, Subjects, WorkQueues } from "./subjects.js";
+import type { StreamMode } from "./streaming.js";
 import { traceHeaders } from "./trace.js";
 
 export interface SynthesisRequest {
@@ -22,7 +23,11 @@ export interface SynthesisRequest {
   timeoutMs: number;
   /** Ordered PCM pieces as soon as they can be played, with their sample rate. */
   onAudio?: (pcm: Float32Array, sampleRate: number) => void;
+  /** Every event from the reply subject, as it arrives (plan, audio windows in any order, progress, error). */
+  onEvent?: (ev: ReplyEvent) => void;
   signal?: AbortSignal;
+  /** Streaming mode 1..3 (docs/streaming.md); absent or 0: the segment is decoded whole before its audio. */
+  stream?: StreamMode;
 }
 
 export interface StageSummary {
@@ -181,11 +186,15 @@ export async function synthesize(nc: NatsConnection, req: SynthesisRequest): Pro
   const finished = (async () => {
     for await (const m of sub) {
       const ev = decodeAs(ReplyEvent, m.data);
-      if (ev.type === "error") throw new GsvError(isErrorCode(ev.code) ? ev.code : "INTERNAL", `${ev.stage}: ${ev.message}`);
+      req.onEvent?.(ev);
+      if (ev.type === "error") {
+        cancel(); // stop the request's other segments in every stage
+        throw new GsvError(isErrorCode(ev.code) ? ev.code : "INTERNAL", `${ev.stage}: ${ev.message}`);
+      }
       if (ev.type === "plan") {
         asm.segCount = ev.segments;
         planTimings.push(...ev.timings);
-      } else {
+      } else if (ev.type === "audio") {
         sampleRate = ev.sampleRate;
         asm.push(ev);
       }
@@ -217,6 +226,7 @@ export async function synthesize(nc: NatsConnection, req: SynthesisRequest): Pro
       splitMethod: req.splitMethod,
       voice: req.voice,
       params: req.params,
+      ...(req.stream ? { stream: { mode: req.stream } } : {}),
     };
     try {
       await publishWork(nc.jetstream(), WorkQueues.text.subject, encode(job), id, deadline, traceHeaders());
@@ -253,4 +263,153 @@ export async function synthesize(nc: NatsConnection, req: SynthesisRequest): Pro
     timings: uniqueTimings([...planTimings, ...asm.timings]),
     startedAt: t0,
   };
+}
+
+// ─── The typed client for other programs on NATS ─────────────────────────────────────────────────
+
+/** An ordered piece of a request's audio. */
+export interface AudioChunk {
+  pcm: Float32Array;
+  sampleRate: number;
+  /** Samples of this request's audio before this chunk. */
+  offset: number;
+}
+
+/** Audio chunks in order as they arrive; `result` settles when the request ends (the whole PCM, timings). */
+export interface AudioStream extends AsyncIterableIterator<AudioChunk> {
+  readonly id: string;
+  readonly result: Promise<SynthesisResult>;
+}
+
+/** A request with upstream's defaults for everything but the text and the voice. */
+export interface SpeakRequest {
+  text: string;
+  textLang?: string;
+  splitMethod?: TextJob["splitMethod"];
+  /** A reference in the object store: see GsvClient.putReferenceAudio. */
+  voice: VoiceRef;
+  params?: Partial<GenParams>;
+  id?: string;
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  /** 1..3 as api_v2's streaming_mode (docs/streaming.md); GsvClient.stream defaults to 2. */
+  stream?: StreamMode;
+  onEvent?: (ev: ReplyEvent) => void;
+}
+
+/** Upstream api_v2's defaults; a seed of -1 draws a random one. */
+export function defaultGenParams(p: Partial<GenParams> = {}): GenParams {
+  const seed = p.seed === undefined || p.seed === -1 ? (Math.random() * 2 ** 32) >>> 0 : p.seed;
+  return { topK: 15, topP: 1, temperature: 1, repetitionPenalty: 1.35, speed: 1, sampleSteps: 32, fragmentInterval: 0.3, ...p, seed };
+}
+
+/**
+ * Speak through the pipeline from any TypeScript program that can reach its NATS server: no gateway needed.
+ *
+ *   const client = new GsvClient(nc);
+ *   const voice = { audioSha: await client.putReferenceAudio(wavBytes), promptText: "…", promptLang: "en" };
+ *   for await (const chunk of client.stream({ text: "Hello.", voice })) play(chunk.pcm);
+ */
+export class GsvClient {
+  readonly nc: NatsConnection;
+  readonly timeoutMs: number;
+
+  constructor(nc: NatsConnection, opts: { timeoutMs?: number } = {}) {
+    this.nc = nc;
+    this.timeoutMs = opts.timeoutMs ?? 120_000;
+  }
+
+  /** Put reference audio (a WAV file's bytes) into the object store; returns the sha256 a VoiceRef names. */
+  async putReferenceAudio(bytes: Uint8Array): Promise<string> {
+    const sha = createHash("sha256").update(bytes).digest("hex");
+    const os = await this.nc.jetstream().views.os(Buckets.refAudio, { storage: StorageType.File });
+    if (!(await os.info(sha))) await os.putBlob({ name: sha }, bytes);
+    return sha;
+  }
+
+  #request(r: SpeakRequest): SynthesisRequest {
+    return {
+      text: r.text,
+      textLang: r.textLang ?? "en",
+      splitMethod: r.splitMethod ?? "cut5",
+      voice: r.voice,
+      params: defaultGenParams(r.params),
+      id: r.id,
+      timeoutMs: r.timeoutMs ?? this.timeoutMs,
+      signal: r.signal,
+      onEvent: r.onEvent,
+      ...(r.stream ? { stream: r.stream } : {}),
+    };
+  }
+
+  /** The whole request's audio at once. */
+  synthesize(r: SpeakRequest): Promise<SynthesisResult> {
+    return synthesize(this.nc, this.#request(r));
+  }
+
+  /**
+   * Audio chunks in order, as they arrive. Abort `signal` (or break out of the loop) to cancel the request
+   * in every stage; the iterator then throws a CANCELLED GsvError (after an abort) or just ends (after a break).
+   */
+  stream(r: SpeakRequest): AudioStream {
+    const req = this.#request({ stream: 2, ...r });
+    const id = req.id ?? randomUUID().replaceAll("-", "");
+    const ac = new AbortController();
+    const onAbort = () => ac.abort();
+    if (r.signal?.aborted) ac.abort();
+    r.signal?.addEventListener("abort", onAbort, { once: true });
+    const queue: AudioChunk[] = [];
+    let wake: (() => void) | undefined;
+    let ended = false;
+    let error: unknown;
+    let sampleRate = 24000;
+    let offset = 0;
+    const result = synthesize(this.nc, {
+      ...req,
+      id,
+      signal: ac.signal,
+      onEvent: (ev) => {
+        if (ev.type === "audio") sampleRate = ev.sampleRate;
+        req.onEvent?.(ev);
+      },
+      onAudio: (pcm) => {
+        queue.push({ pcm, sampleRate, offset });
+        offset += pcm.length;
+        wake?.();
+      },
+    });
+    result.then(
+      () => undefined,
+      (e) => void (error = e),
+    ).finally(() => {
+      ended = true;
+      r.signal?.removeEventListener("abort", onAbort);
+      wake?.();
+    });
+    const it: AudioStream = {
+      id,
+      result,
+      async next(): Promise<IteratorResult<AudioChunk>> {
+        for (;;) {
+          const c = queue.shift();
+          if (c) return { value: c, done: false };
+          if (ended) {
+            if (error) throw error;
+            return { value: undefined, done: true };
+          }
+          await new Promise<void>((res) => (wake = res));
+          wake = undefined;
+        }
+      },
+      async return(): Promise<IteratorResult<AudioChunk>> {
+        if (!ended) ac.abort();
+        queue.length = 0;
+        return { value: undefined, done: true };
+      },
+      [Symbol.asyncIterator]() {
+        return it;
+      },
+    };
+    return it;
+  }
 }

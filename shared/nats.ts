@@ -225,3 +225,8 @@ export async function voicesBucket(nc: NatsConnection, d: Durability = durabilit
 export async function refAudioStore(nc: NatsConnection, d: Durability = durabilityFromEnv()): Promise<ObjectStore> {
   return retryTransient(() => nc.jetstream().views.os(Buckets.refAudio, { storage: d.bucketStorage, replicas: d.replicas }));
 }
+
+/** Tokens so far of streamed segments: memory, one value per key, gone after 10 minutes. */
+export async function tokensBucket(nc: NatsConnection): Promise<KV> {
+  return nc.jetstream().views.kv(Buckets.tokens, { history: 1, storage: StorageType.Memory, ttl: 10 * 60_000, maxBucketSize: 256 * 1024 * 1024 });
+}

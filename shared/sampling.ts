@@ -104,6 +104,19 @@ export class Rng {
   private spare = 0;
   private hasSpare = false;
 
+  /** The whole state, so a generator can continue in another process (streamed windows carry it). */
+  getState(): { s: number[]; spare: number; hasSpare: boolean } {
+    return { s: [this.s0, this.s1, this.s2, this.s3], spare: this.spare, hasSpare: this.hasSpare };
+  }
+
+  static fromState(st: { s: number[]; spare: number; hasSpare: boolean }): Rng {
+    const r = new Rng(0);
+    [r.s0, r.s1, r.s2, r.s3] = st.s.map((x) => x | 0);
+    r.spare = st.spare;
+    r.hasSpare = st.hasSpare;
+    return r;
+  }
+
   /** Standard normal variate (Box–Muller; the second value of each pair is kept for the next call). */
   normal(): number {
     if (this.hasSpare) {

@@ -4,6 +4,7 @@
  */
 import { z } from "zod";
 import { isSafeReplySubject } from "./subjects.js";
+import { StreamSpec, WindowState } from "./streaming.js";
 
 const f32 = z.custom<Float32Array>((v) => v instanceof Float32Array, "expected a Float32Array");
 const i32 = z.custom<Int32Array>((v) => v instanceof Int32Array, "expected an Int32Array");
@@ -35,7 +36,7 @@ export const TtsParams = z.object({
   seed: int(-1).pipe(z.number().min(-1).max(4294967295)),
   media_type: z.enum(MediaTypes).default("wav"),
   streaming_mode: z.union([boolish, z.coerce.number().int()]).default(false)
-    .refine((v) => v === false || v === 0, "streaming_mode is not available yet: use 0/false"),
+    .refine((v) => typeof v === "boolean" || (v >= 0 && v <= 3), "streaming_mode must be 0, 1, 2, 3 or true/false"),
   parallel_infer: boolish.default(true),
   repetition_penalty: num(1.35).pipe(z.number().gt(0, "repetition_penalty must be > 0").max(10)),
   sample_steps: int(32).pipe(z.number().min(1, "sample_steps must be in [1, 128]").max(128, "sample_steps must be in [1, 128]")),
@@ -94,6 +95,8 @@ export const TextJob = Envelope.extend({
   splitMethod: z.enum(SplitMethods),
   voice: VoiceRef,
   params: GenParams,
+  /** Present when the request streams (docs/streaming.md). */
+  stream: StreamSpec.optional(),
 });
 export type TextJob = z.infer<typeof TextJob>;
 
@@ -104,12 +107,19 @@ const SegmentFields = {
   promptIds: i32,
   textIds: i32,
   params: GenParams,
+  stream: StreamSpec.optional(),
 };
 
 export const GptJob = Envelope.extend(SegmentFields);
 export type GptJob = z.infer<typeof GptJob>;
 
-export const SovitsJob = Envelope.extend({ ...SegmentFields, tokens: i32 });
+export const SovitsJob = Envelope.extend({
+  ...SegmentFields,
+  tokens: i32,
+  /** Streaming only: whether `tokens` is the whole segment, and the state a window after the first carries. */
+  tokensFinal: z.boolean().optional(),
+  window: WindowState.optional(),
+});
 export type SovitsJob = z.infer<typeof SovitsJob>;
 
 export const VocoderJob = Envelope.extend({
@@ -168,6 +178,8 @@ export const ReplyEvent = z.discriminatedUnion("type", [
     timings: z.array(Timing),
   }),
   z.object({ type: z.literal("error"), id: z.string(), code: z.string(), message: z.string(), stage: z.string() }),
+  /** Streaming only: a stage's progress on a segment (gpt: tokens decoded so far; `final` at the segment's end). */
+  z.object({ type: z.literal("progress"), id: z.string(), stage: z.string(), seg: z.number().int(), tokens: z.number().int(), final: z.boolean(), at: z.number() }),
 ]);
 export type ReplyEvent = z.infer<typeof ReplyEvent>;
 

@@ -38,6 +38,8 @@ export const Buckets = {
   refAudio: "tts_ref_audio",
   /** KV: registered voices (id → audio sha, prompt text and language); see shared/voice-registry.ts. */
   voiceRegistry: "tts_voice_registry",
+  /** KV: tokens so far of streamed segments, written by gpt-semantic, read by sovits-decoder (docs/streaming.md). */
+  tokens: "tts_tokens",
 } as const;
 
 /** The services-API name of each process. */

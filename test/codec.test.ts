@@ -57,7 +57,7 @@ t.test("schemas - api_v2 defaults and coercion of query strings", async (t) => {
   t.equal(q.top_k, 5);
   t.equal(q.temperature, 0.7);
   t.equal(q.seed, 42);
-  for (const bad of [{ top_k: 0 }, { top_p: 0 }, { top_p: 1.5 }, { temperature: 0 }, { sample_steps: 0 }, { speed_factor: 10 }, { media_type: "mp3" }, { text_split_method: "cut9" }, { streaming_mode: true }, { seed: 1.5 }]) {
+  for (const bad of [{ top_k: 0 }, { top_p: 0 }, { top_p: 1.5 }, { temperature: 0 }, { sample_steps: 0 }, { speed_factor: 10 }, { media_type: "mp3" }, { text_split_method: "cut9" }, { streaming_mode: 4 }, { streaming_mode: "yes" }, { seed: 1.5 }]) {
     t.notOk(TtsParams.safeParse({ text: "hi", text_lang: "en", ...bad }).success, `rejects ${JSON.stringify(bad)}`);
   }
   t.notOk(TtsParams.safeParse({ text_lang: "en" }).success, "text is required");

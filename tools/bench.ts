@@ -8,6 +8,7 @@
  * 2. GPT tokens/s at batch 1, 4, 16, 64 (the engine alone, `bench` set when generated);
  * 3. p50/p95 latency per stage (queue + compute) and end to end;
  * 4. NATS overhead: the pipeline at one request in flight against the in-process run of the same requests.
+ * 5. time to first audio against full latency for a ~20 s paragraph, per streaming_mode (tools/bench-stream.ts).
  * Writes bench-out/report.json and bench-out/throughput.svg and prints a summary.
  */
 import { createHash } from "node:crypto";
@@ -23,6 +24,7 @@ import type { GenParams } from "../shared/schemas.js";
 import { defaultGptBenchDir, gptBatchThroughput } from "./bench-gpt.js";
 import { InProcessPipeline } from "./inprocess.js";
 import { startStack } from "./launch.js";
+import { streamingLatency } from "./bench-stream.js";
 
 const { values } = parseArgs({
   options: {
@@ -132,6 +134,10 @@ if (natsOverhead.overheadPct !== undefined) log(`NATS overhead at 1 in flight: p
 const gpt = await gptBatchThroughput(defaultGptBenchDir(), gptBatches, quick ? 8 : 24);
 for (const f of gpt.figures) log(`GPT ${gpt.model} batch ${String(f.batch).padStart(2)}: ${round(f.tokPerS, 0)} tokens/s (${round(f.tokPerS / gpt.figures[0].tokPerS, 2)}x batch 1), ${round(f.msPerStep)} ms/step`);
 
+// --- streaming: time to first audio (tools/bench-stream.ts) ----------------------------------------
+log("time to first audio, a ~20 s paragraph, one request in flight:");
+const streaming = await streamingLatency({ modelDir, steps: Number(values.steps), runs: quick ? 3 : 5, log });
+
 // --- report --------------------------------------------------------------------------------------
 const report = {
   date: new Date().toISOString(),
@@ -142,6 +148,7 @@ const report = {
   pipeline,
   natsOverhead,
   gpt,
+  streaming,
 };
 mkdirSync(values.out!, { recursive: true });
 writeFileSync(join(values.out!, "report.json"), JSON.stringify(report, null, 2));

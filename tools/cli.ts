@@ -6,11 +6,10 @@
  *   gsv profile / gsv top          per-stage timings as a Gantt chart; live per-stage load
  * Run `gsv help` for every option.
  */
-import { writeFileSync } from "node:fs";
-import { basename, dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { startStack, type Stack } from "./launch.js";
+import { startStack } from "./launch.js";
 import { natsConfigCli, provisionCli } from "./nats-config.js";
+import { say } from "./say.js";
 import { vocodeCli } from "./vocode.js";
 import { PROFILE_HELP, profileCli } from "./profile.js";
 import { TOP_HELP, topCli } from "./top.js";
@@ -21,10 +20,13 @@ Usage:
   gsv up [--port 9880]
       Start nats-server (or use NATS_URL), text-frontend, gpt-semantic, sovits-decoder, vocoder and the
       HTTP gateway; print one ready line; Ctrl-C stops everything.
-  gsv say "TEXT" [-o out.wav] [--lang en] [--ref voice.wav --prompt-text "..."] [--seed N]
-          [--steps 32] [--speed 1] [--url http://host:port]
-      Speak TEXT to a WAV file. Without --url it starts a private pipeline, speaks, and stops it.
-      Without --ref the bundled default voice is used.
+  gsv say "TEXT" [-o out.wav|-] [--lang en] [--split cut5] [--ref voice.wav --prompt-text "..."]
+          [--seed N] [--steps 32] [--speed 1] [--stream [--mode 2|3]] [--format wav|raw] [-q]
+          [--nats nats://host:4222 | --url http://host:port]
+      Speak TEXT to a WAV file (-o - for stdout), with a progress bar on stderr. Without --nats, NATS_URL
+      or --url it starts a private pipeline, speaks over NATS, and stops it. --stream asks for early
+      audio (streaming_mode 2, or --mode 3) and writes it as it arrives. Without --ref the bundled
+      default voice is used (its transcript is the .txt beside it).
   gsv g2p [--lang en|zh|ja|ko|yue|auto|auto_yue|all_zh|all_ja|all_ko|all_yue] [--split cut5] "TEXT"
       Print the text frontend's segments as JSON: language, normalised text, phones, ids, word2ph,
       and the language runs of each segment.
@@ -69,58 +71,6 @@ async function up(argv: string[]): Promise<void> {
     s.proc.once("exit", (code) => {
       if (!stopping) console.error(`${s.name} exited (${code}); the pipeline is degraded until it is restarted`);
     });
-}
-
-async function say(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      out: { type: "string", short: "o", default: "out.wav" },
-      lang: { type: "string", default: "en" },
-      ref: { type: "string" },
-      "prompt-text": { type: "string" },
-      "prompt-lang": { type: "string" },
-      seed: { type: "string" },
-      steps: { type: "string" },
-      speed: { type: "string" },
-      url: { type: "string" },
-    },
-  });
-  const text = positionals.join(" ");
-  if (!text.trim()) throw new Error('nothing to say: gsv say "Hello world." -o hello.wav');
-  let stack: Stack | undefined;
-  let url = values.url;
-  const body: Record<string, unknown> = { text, text_lang: values.lang, prompt_lang: values["prompt-lang"] ?? values.lang };
-  if (values["prompt-text"]) body.prompt_text = values["prompt-text"];
-  if (values.seed) body.seed = Number(values.seed);
-  if (values.steps) body.sample_steps = Number(values.steps);
-  if (values.speed) body.speed_factor = Number(values.speed);
-  try {
-    if (!url) {
-      const env: Record<string, string> = {};
-      if (values.ref) {
-        // A private pipeline may read the reference's own folder as its voices directory.
-        env.GSV_VOICES_DIR = dirname(resolve(values.ref));
-        body.ref_audio_path = basename(values.ref);
-      }
-      stack = await startStack({ natsUrl: process.env.NATS_URL, env });
-      url = stack.gatewayUrl;
-    } else if (values.ref) {
-      body.ref_audio_path = values.ref;
-    }
-    // a gateway started with GSV_API_KEY wants it: send ours when set
-    const auth: Record<string, string> = process.env.GSV_API_KEY ? { authorization: `Bearer ${process.env.GSV_API_KEY}` } : {};
-    const res = await fetch(`${url}/tts`, { method: "POST", headers: { "content-type": "application/json", ...auth }, body: JSON.stringify(body) });
-    const data = new Uint8Array(await res.arrayBuffer());
-    if (!res.ok) throw new Error(`${res.status}: ${new TextDecoder().decode(data)}`);
-    writeFileSync(values.out!, data);
-    const seconds = (data.length - 44) / 2 / Number(res.headers.get("x-gsv-sample-rate") ?? 24000);
-    console.log(`wrote ${values.out} (${seconds.toFixed(2)} s of audio, tokens ${res.headers.get("x-gsv-tokens")})`);
-    console.log(`timing: ${res.headers.get("server-timing")}`);
-  } finally {
-    await stack?.stop();
-  }
 }
 
 /** Pronunciation debugging: the frontend's segments as JSON, without starting anything. */

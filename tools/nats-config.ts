@@ -17,7 +17,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import type { NatsConnection } from "nats";
 import { loadConfig } from "../shared/config.js";
-import { connectNats, defaultQueueLimits, durabilityFromEnv, ensureWorkQueue, refAudioStore, voicesBucket } from "../shared/nats.js";
+import { connectNats, defaultQueueLimits, durabilityFromEnv, ensureWorkQueue, refAudioStore, tokensBucket, voicesBucket } from "../shared/nats.js";
 import { fromRoot } from "../shared/paths.js";
 import { voiceRegistryBucket } from "../shared/voice-registry.js";
 import { Buckets, PREFIX, ServiceNames, Stages, Subjects, WorkQueues, type Stage } from "../shared/subjects.js";
@@ -78,6 +78,22 @@ function registryKv(): string[] {
     `$JS.API.CONSUMER.DELETE.${stream}.>`,
     `$JS.FC.${stream}.>`,
     `$KV.${Buckets.voiceRegistry}.>`,
+  ];
+}
+
+/** Streamed segments' tokens so far (KV): gpt-semantic writes, sovits-decoder reads and watches. */
+function tokensKv(write: boolean): string[] {
+  const stream = `KV_${Buckets.tokens}`;
+  return [
+    ...manageStream(stream),
+    `$JS.API.DIRECT.GET.${stream}.>`,
+    `$JS.API.STREAM.MSG.GET.${stream}`,
+    // a watch reads the key with an ordered consumer
+    `$JS.API.CONSUMER.CREATE.${stream}`,
+    `$JS.API.CONSUMER.CREATE.${stream}.>`,
+    `$JS.API.CONSUMER.DELETE.${stream}.>`,
+    `$JS.FC.${stream}.>`,
+    ...(write ? [`$KV.${Buckets.tokens}.>`] : []),
   ];
 }
 
@@ -145,8 +161,8 @@ export function servicePermissions(): Record<ServiceUser, Permissions> {
       subscribe: [`${PREFIX}.reply.>`, Subjects.status(ServiceNames.gateway), `${PREFIX}.stats.${ServiceNames.gateway}`, Subjects.recentRequests(ServiceNames.gateway)],
     }),
     "text-frontend": merge(common, stagePermissions("text", next.text), { publish: [Subjects.voicePrepare] }),
-    "gpt-semantic": merge(common, stagePermissions("gpt", next.gpt), { publish: voicesKv(false) }),
-    "sovits-decoder": merge(common, stagePermissions("sovits", next.sovits), { publish: [...voicesKv(true), ...refAudioOs(false)], subscribe: [Subjects.voicePrepare] }),
+    "gpt-semantic": merge(common, stagePermissions("gpt", next.gpt), { publish: [...voicesKv(false), ...tokensKv(true)] }),
+    "sovits-decoder": merge(common, stagePermissions("sovits", next.sovits), { publish: [...voicesKv(true), ...refAudioOs(false), ...tokensKv(false)], subscribe: [Subjects.voicePrepare] }),
     vocoder: merge(common, stagePermissions("vocoder", next.vocoder), { subscribe: [Subjects.vocode("*")] }),
   };
 }
@@ -218,7 +234,8 @@ export async function provision(nc: NatsConnection, ackWaitMs = loadConfig("prov
   await voicesBucket(nc, d);
   await refAudioStore(nc, d);
   await voiceRegistryBucket(nc);
-  return { queues, buckets: [Buckets.voices, Buckets.refAudio, Buckets.voiceRegistry] };
+  await tokensBucket(nc);
+  return { queues, buckets: [Buckets.voices, Buckets.refAudio, Buckets.voiceRegistry, Buckets.tokens] };
 }
 
 export async function provisionCli(): Promise<void> {

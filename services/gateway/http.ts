@@ -30,6 +30,7 @@ import { GatewayObserver } from "./observe.js";
 import { checkApiKey } from "./auth.js";
 import { Admission } from "./admission.js";
 import { answerProtocolErrors, requestUrl } from "./protocol-errors.js";
+import type { StreamMode } from "../../shared/streaming.js";
 
 export interface GatewayOptions {
   nc: NatsConnection;
@@ -75,6 +76,8 @@ export interface SynthJob {
   onAudio?: (pcm: Float32Array, sampleRate: number) => void;
   /** When the HTTP request arrived (epoch ms), for the recent-requests timeline; default: now. */
   receivedAt?: number;
+  /** Streaming mode 1..3 (docs/streaming.md); absent: the whole segment is decoded before its audio. */
+  stream?: StreamMode;
 }
 
 export class Gateway {
@@ -232,6 +235,7 @@ export class Gateway {
           timeoutMs: job.timeoutMs || this.o.requestTimeoutMs,
           signal,
           onAudio: job.onAudio,
+          ...(job.stream ? { stream: job.stream } : {}),
         }),
       );
       span.setAttribute("http.response.status_code", 200);

@@ -3,7 +3,7 @@ import { Worker } from "node:worker_threads";
 import { join } from "node:path";
 import { GsvError } from "../../shared/errors.js";
 import type { Manifest } from "../../shared/manifest.js";
-import type { EngineOptions, GptRequest, GptResult } from "./engine.js";
+import type { EngineOptions, GptPartial, GptRequest, GptResult } from "./engine.js";
 
 export interface EngineStats {
   running: number;
@@ -29,6 +29,7 @@ interface Slot {
   worker: Worker;
   load: number;
   pending: Map<string, (r: GptResult) => void>;
+  partials: Map<string, (p: GptPartial) => void>;
   failures: Map<string, (e: Error) => void>;
 }
 
@@ -45,17 +46,20 @@ export class EngineClient {
     const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
     for (let i = 0; i < Math.max(1, o.workers); i++) {
       const worker = new Worker(new URL(`./engine-worker${ext}`, import.meta.url), { workerData: { paths, manifest: o.manifest, intraOpThreads: o.intraOpThreads, engine: o.engine } });
-      const slot: Slot = { worker, load: 0, pending: new Map(), failures: new Map() };
+      const slot: Slot = { worker, load: 0, pending: new Map(), partials: new Map(), failures: new Map() };
       await new Promise<void>((resolve, reject) => {
         worker.once("message", (m: { ok: boolean; error?: string }) => (m.ok ? resolve() : reject(new Error(`GPT engine failed to start: ${m.error}`))));
         worker.once("error", reject);
       });
-      worker.on("message", (m: { type: string; result?: GptResult; error?: string }) => {
+      worker.on("message", (m: { type: string; result?: GptResult; partial?: GptPartial; error?: string }) => {
         if (m.type === "steps") o.onSteps?.(m as unknown as StepRun);
-        else if (m.type === "done" && m.result) {
+        else if (m.type === "partial" && m.partial) {
+          slot.partials.get(m.partial.id)?.(m.partial);
+        } else if (m.type === "done" && m.result) {
           const r = m.result;
           slot.load--;
           slot.failures.delete(r.id);
+          slot.partials.delete(r.id);
           const resolve = slot.pending.get(r.id);
           slot.pending.delete(r.id);
           resolve?.(r);
@@ -63,6 +67,7 @@ export class EngineClient {
           for (const fail of slot.failures.values()) fail(new GsvError("MODEL_ERROR", `GPT engine: ${m.error}`));
           slot.failures.clear();
           slot.pending.clear();
+          slot.partials.clear();
           slot.load = 0;
         }
       });
@@ -71,13 +76,15 @@ export class EngineClient {
     return c;
   }
 
-  decode(req: GptRequest): Promise<GptResult> {
+  /** Decode one sequence; with `req.emitAt`, `onPartial` gets the tokens so far at those counts. */
+  decode(req: GptRequest, onPartial?: (p: GptPartial) => void): Promise<GptResult> {
     let slot = this.#slots[0];
     for (const s of this.#slots) if (s.load < slot.load) slot = s;
     slot.load++;
     return new Promise((resolve, reject) => {
       slot.pending.set(req.id, resolve);
       slot.failures.set(req.id, reject);
+      if (onPartial) slot.partials.set(req.id, onPartial);
       slot.worker.postMessage({ type: "add", req });
     });
   }

@@ -50,6 +50,12 @@ function flushRun(): void {
   run = undefined;
 }
 
+/**
+ * GSV_GPT_STEP_DELAY_MS (testing and demos only): a pause after every decode step, to emulate a slower
+ * GPT so that streaming's overlap of stages can be shown deterministically on a fast or loaded machine.
+ */
+const stepDelayMs = Math.max(0, Number(process.env.GSV_GPT_STEP_DELAY_MS ?? 0) || 0);
+
 let looping = false;
 async function loop(): Promise<void> {
   if (looping) return;
@@ -68,8 +74,10 @@ async function loop(): Promise<void> {
         run.tokens += ids.length;
         run.endMs = t1;
       }
+      for (const p of engine.takePartials()) port.postMessage({ type: "partial", partial: p }, [p.tokens.buffer as ArrayBuffer]);
       for (const r of done) port.postMessage({ type: "done", result: r }, [r.tokens.buffer as ArrayBuffer]);
       await new Promise((r) => setImmediate(r)); // let add/abort messages in between steps
+      if (stepDelayMs > 0) await new Promise((r) => setTimeout(r, stepDelayMs));
     }
     flushRun();
   } catch (err) {

@@ -27,6 +27,13 @@ export interface GptRequest {
   prompts: Int32Array;
   sampling: SamplingParams;
   seed: number;
+  /** Streaming: token counts (ascending) at which the tokens so far are reported (takePartials). */
+  emitAt?: number[];
+}
+
+export interface GptPartial {
+  id: string;
+  tokens: Int32Array;
 }
 
 export interface GptResult {
@@ -59,6 +66,7 @@ interface Row {
   batchSum: number;
   batchSteps: number;
   maxBatch: number;
+  emitIdx: number;
 }
 
 export type GptSessions = Record<"t2s_encoder" | "t2s_prefill" | "t2s_step", ort.InferenceSession>;
@@ -87,6 +95,7 @@ export class GptEngine {
   readonly #waiting: GptRequest[] = [];
   readonly #addedAt = new Map<string, number>();
   readonly #aborted = new Set<string>();
+  #partials: GptPartial[] = [];
   #rows: Row[] = [];
   #capacity: number;
   #k: Float32Array[] = [];
@@ -139,6 +148,13 @@ export class GptEngine {
 
   abort(id: string): void {
     this.#aborted.add(id);
+  }
+
+  /** Streaming: the tokens so far of rows that reached one of their `emitAt` counts since the last call. */
+  takePartials(): GptPartial[] {
+    const p = this.#partials;
+    this.#partials = [];
+    return p;
   }
 
   #alloc(capacity: number): void {
@@ -249,6 +265,7 @@ export class GptEngine {
       batchSum: 0,
       batchSteps: 0,
       maxBatch: 0,
+      emitIdx: 0,
     };
   }
 
@@ -333,6 +350,14 @@ export class GptEngine {
       }
       row.generated.push(token);
       row.history.push(token);
+      const emitAt = row.req.emitAt;
+      if (emitAt) {
+        while (row.emitIdx < emitAt.length && emitAt[row.emitIdx] < row.generated.length) row.emitIdx++;
+        if (emitAt[row.emitIdx] === row.generated.length) {
+          this.#partials.push({ id: row.req.id, tokens: Int32Array.from(row.generated) });
+          row.emitIdx++;
+        }
+      }
       tokens[i] = token;
       i++;
     }

@@ -3,7 +3,7 @@ import { loadConfig } from "../../shared/config.js";
 import { GsvError } from "../../shared/errors.js";
 import { log } from "../../shared/log.js";
 import { loadManifest } from "../../shared/manifest.js";
-import { connectNats, voicesBucket } from "../../shared/nats.js";
+import { connectNats, tokensBucket, voicesBucket } from "../../shared/nats.js";
 import { GptJob, type SovitsJob } from "../../shared/schemas.js";
 import { StageRunner, runUntilSignalled } from "../../shared/stage.js";
 import { VoiceStore } from "../../shared/voices.js";
@@ -14,6 +14,9 @@ import type { SpanContext } from "../../shared/trace.js";
 
 // The trace context of each request in the engine, so decode-step spans can link to the requests' spans.
 const contexts = new Map<string, SpanContext | undefined>();
+import { MAX_TOKENS } from "./engine.js";
+import { encode } from "../../shared/codec.js";
+import { emitPoints, makeSchedule, tokensKey } from "../../shared/streaming.js";
 
 const cfg = loadConfig("gpt-semantic");
 const maxRows = Number(process.env.GSV_GPT_MAX_ROWS ?? 16);
@@ -28,6 +31,7 @@ const engine = await EngineClient.create({
 });
 const nc = await connectNats({ url: cfg.natsUrl, name: cfg.replica });
 const voices = new VoiceStore(await voicesBucket(nc));
+const tokensKv = await tokensBucket(nc);
 let serial = 0;
 
 const runner = new StageRunner({
@@ -51,6 +55,30 @@ const runner = new StageRunner({
       stopped = code;
       engine.abort(key);
     });
+    // Streaming (docs/streaming.md): at each window's token count, the tokens so far go to KV, the first
+    // window's job goes to sovits-decoder at once, and the client hears of the progress.
+    const stream = job.stream;
+    const schedule = stream ? makeSchedule(stream.mode, manifest.dims.cfm, voice.refMelFrames, voice.prompts.length, job.params.speed) : undefined;
+    let firstSent = false;
+    let chain: Promise<void> = Promise.resolve();
+    const sovitsJob = (tokens: Int32Array, final: boolean, timings: SovitsJob["timings"]): SovitsJob => ({ ...job, enqueuedAt: Date.now(), timings, tokens, tokensFinal: final });
+    const progress = (tokens: number, final: boolean) =>
+      ctx.reply(job, { type: "progress", id: job.id, stage: "gpt", seg: job.seg, tokens, final, at: Date.now() });
+    const onPartial = schedule
+      ? (p: { tokens: Int32Array }) => {
+          chain = chain.then(async () => {
+            if (stopped) return;
+            await tokensKv.put(tokensKey(job.id, job.seg), encode({ tokens: p.tokens, final: false }));
+            if (!firstSent) {
+              firstSent = true;
+              const t = { stage: "gpt", replica: cfg.replica, queueMs: Math.max(0, received - job.enqueuedAt), computeMs: Date.now() - received, batch: 1, seg: job.seg, at: received };
+              await ctx.forward("sovits", `${job.id}:sovits:${job.seg}`, sovitsJob(p.tokens, false, [...job.timings, t]));
+            }
+            progress(p.tokens.length, false);
+          });
+          chain.catch(() => undefined); // handled: `await chain` below rethrows it
+        }
+      : undefined;
     const r = await engine
       .decode({
         id: key,
@@ -59,14 +87,23 @@ const runner = new StageRunner({
         prompts: voice.prompts,
         sampling: { topK: job.params.topK, topP: job.params.topP, temperature: job.params.temperature, repetitionPenalty: job.params.repetitionPenalty },
         seed: (job.params.seed + job.seg * 0x9e3779b1) >>> 0,
-      })
+        ...(schedule ? { emitAt: emitPoints(schedule, MAX_TOKENS) } : {}),
+      }, onPartial)
       .finally(() => {
         unwatch();
         contexts.delete(key);
       });
+    await chain;
     if (stopped) throw new GsvError(stopped);
     if (r.error) throw new GsvError("MODEL_ERROR", r.error);
     log.debug("gpt segment done", { id: job.id, seg: job.seg, tokens: r.tokens.length, stoppedBy: r.stoppedBy, meanBatch: r.meanBatch });
+    if (schedule) {
+      const timings = [...job.timings, { stage: "gpt", replica: cfg.replica, queueMs: Math.max(0, received - job.enqueuedAt) + Math.round(r.queueMs), computeMs: Math.round(r.computeMs), batch: r.maxBatch, seg: job.seg, at: received + Math.round(r.queueMs) }];
+      await tokensKv.put(tokensKey(job.id, job.seg), encode({ tokens: r.tokens, final: true }));
+      if (!firstSent) await ctx.forward("sovits", `${job.id}:sovits:${job.seg}`, sovitsJob(r.tokens, true, timings));
+      progress(r.tokens.length, true);
+      return;
+    }
     const out: SovitsJob = {
       ...job,
       enqueuedAt: Date.now(),

@@ -17,6 +17,22 @@ export interface EncodedSegment {
   tTodo: number;
 }
 
+/** sovits_encp over one token sequence: fea [F, frames]. */
+export async function encodeTokens(
+  pool: OrtPool,
+  manifest: Manifest,
+  v: { codes: Int32Array; text: Int32Array; ge: Float32Array; speed: number },
+): Promise<{ data: Float32Array; frames: number }> {
+  const out = await pool.run("sovits_encp", {
+    codes: i64(v.codes, [1, 1, v.codes.length]),
+    text: i64(v.text, [1, v.text.length]),
+    ge: f32(v.ge, [1, manifest.dims.ge.dim, 1]),
+    speed: f32(new Float32Array([v.speed]), [1]),
+  });
+  const fea = out.fea!;
+  return { data: asFloat32(fea, "fea"), frames: fea.dims[2] };
+}
+
 export async function encodeSegment(
   pool: OrtPool,
   manifest: Manifest,

@@ -5,7 +5,7 @@ import { decodeAs, encode } from "../../shared/codec.js";
 import { GsvError, toGsvError } from "../../shared/errors.js";
 import { log } from "../../shared/log.js";
 import { loadManifest } from "../../shared/manifest.js";
-import { connectNats, refAudioStore, voicesBucket } from "../../shared/nats.js";
+import { connectNats, refAudioStore, tokensBucket, voicesBucket } from "../../shared/nats.js";
 import { OrtPool } from "../../shared/ort-pool.js";
 import { SovitsJob, VoicePrepareRequest, type VocoderJob } from "../../shared/schemas.js";
 import { StageRunner, runUntilSignalled, timing } from "../../shared/stage.js";
@@ -17,6 +17,9 @@ import { batchObserver } from "../../shared/observe.js";
 import { extractContext, SpanKind, tracer } from "../../shared/trace.js";
 import { decodeWindows, ditBatch, encodeSegment, type DitInput } from "./cfm.js";
 import { prepareVoice } from "./voice-prep.js";
+import { decodeStreamWindow } from "./stream.js";
+import { makeSchedule, tokensKey, tokensNeeded, TokensSoFar } from "../../shared/streaming.js";
+import type { StageContext } from "../../shared/stage.js";
 
 const cfg = loadConfig("sovits-decoder");
 const manifest = loadManifest(cfg.modelDir);
@@ -32,15 +35,41 @@ const pool = await OrtPool.create({
 // longest window (x_lens masks), "bucket" batches only windows of equal length.
 const cfmMode = process.env.GSV_CFM_BATCH === "bucket" ? "bucket" : "pad";
 const cfmMaxBatch = Number(process.env.GSV_CFM_MAX_BATCH ?? 8);
-const dit = new MicroBatcher<DitInput, { v: Float32Array; batch: number }>(async (items) => (await ditBatch(pool, manifest, items)).map((v) => ({ v, batch: items.length })), {
+// Steps are served earliest deadline first, then by segment and window, so a request's audio comes in
+// order. A batch led by a streamed window holds at most GSV_CFM_STREAM_BATCH windows (default 1): on a
+// CPU the DiT is compute-bound (batching buys ~13 %), and a large batch would hold back the first audio.
+const cfmStreamBatch = Number(process.env.GSV_CFM_STREAM_BATCH ?? 1);
+type DitItem = DitInput & { prio: number[]; streamed: boolean };
+const dit = new MicroBatcher<DitItem, { v: Float32Array; batch: number }>(async (items) => (await ditBatch(pool, manifest, items)).map((v) => ({ v, batch: items.length })), {
   maxBatch: cfmMaxBatch,
   concurrency: cfg.ortWorkers,
   key: cfmMode === "bucket" ? (it) => it.t : undefined,
   observe: batchObserver("sovits", "cfm_dit"),
+  priority: (it) => it.prio,
+  batchLimit: (it) => (it.streamed ? cfmStreamBatch : cfmMaxBatch),
 });
 const nc = await connectNats({ url: cfg.natsUrl, name: cfg.replica });
 const voices = new VoiceStore(await voicesBucket(nc));
 const refAudio = await refAudioStore(nc);
+const tokensKv = await tokensBucket(nc);
+
+/** Streaming: wait until gpt-semantic has decoded `need` tokens of the segment, or all of them. */
+async function waitForTokens(job: SovitsJob, need: number, ctx: StageContext): Promise<TokensSoFar> {
+  const watcher = await tokensKv.watch({ key: tokensKey(job.id, job.seg) });
+  const unwatch = ctx.watch(job, () => watcher.stop());
+  try {
+    for await (const e of watcher) {
+      if (e.operation !== "PUT" || e.value.length === 0) continue;
+      const t = decodeAs(TokensSoFar, e.value);
+      if (t.final || t.tokens.length >= need) return t;
+    }
+  } finally {
+    unwatch();
+    watcher.stop();
+  }
+  ctx.checkAlive(job);
+  throw new GsvError("INTERNAL", `the token watch of ${job.id}:${job.seg} ended`);
+}
 
 // Voice preparation: single flight per voice within this replica; the result is shared through KV.
 const preparing = new Map<string, Promise<{ key: string; tokens: number; cached: boolean }>>();
@@ -74,6 +103,7 @@ const runner = new StageRunner({
   extraStatus: () => ({ ditBatches: Object.fromEntries(dit.histogram), ditWaiting: dit.waiting }),
   async handle(job, ctx) {
     checkSovitsJob(job, manifest);
+    if (job.stream) return streamWindow(job, ctx);
     const started = Date.now();
     const voice = await voices.require(job.voiceKey);
     const enc = await encodeSegment(pool, manifest, {
@@ -85,14 +115,14 @@ const runner = new StageRunner({
       speed: job.params.speed,
     });
     let winBatch = 1;
+    let win = 0;
     const ditFn = async (input: DitInput) => {
-      const r = await dit.submit(input);
+      const r = await dit.submit({ ...input, prio: [job.deadline, job.seg, win], streamed: false });
       winBatch = Math.max(winBatch, r.batch);
       return r.v;
     };
     let winStarted = started;
     for await (const w of decodeWindows(ditFn, manifest, { voice, enc, steps: job.params.sampleSteps, seed: job.params.seed, seg: job.seg, checkAlive: () => ctx.checkAlive(job) })) {
-      const win = w.win;
       const out: VocoderJob = {
         id: job.id,
         reply: job.reply,
@@ -112,11 +142,56 @@ const runner = new StageRunner({
         fragmentInterval: job.params.fragmentInterval,
       };
       await ctx.forward("vocoder", `${job.id}:vocoder:${job.seg}:${win}`, out);
+      win = w.win + 1;
       winStarted = Date.now();
       winBatch = 1;
     }
   },
 });
+
+/** One window of a streamed segment; forwards its mel to the vocoder and the next window's job to this stage. */
+async function streamWindow(job: SovitsJob, ctx: StageContext): Promise<void> {
+  const voice = await voices.require(job.voiceKey);
+  const sched = makeSchedule(job.stream!.mode, manifest.dims.cfm, voice.refMelFrames, voice.prompts.length, job.params.speed);
+  let tokens = job.tokens;
+  let final = job.tokensFinal === true;
+  const need = tokensNeeded(sched, job.window?.win ?? 0);
+  if (!final && tokens.length < need) {
+    const t = await waitForTokens(job, need, ctx);
+    if (t.final || t.tokens.length > tokens.length) ({ tokens, final } = t);
+  }
+  const started = Date.now();
+  let winBatch = 1;
+  const ditFn = async (input: DitInput) => {
+    const r = await dit.submit({ ...input, prio: [job.deadline, job.seg, job.window?.win ?? 0], streamed: true });
+    winBatch = Math.max(winBatch, r.batch);
+    return r.v;
+  };
+  const r = await decodeStreamWindow(pool, ditFn, manifest, { job, voice, tokens, final, checkAlive: () => ctx.checkAlive(job) });
+  const w = r.window;
+  const out: VocoderJob = {
+    id: job.id,
+    reply: job.reply,
+    deadline: job.deadline,
+    enqueuedAt: Date.now(),
+    timings: [...job.timings, timing("sovits", cfg.replica, job, started, winBatch, job.seg, w.win)],
+    seg: job.seg,
+    segCount: job.segCount,
+    win: w.win,
+    last: w.last,
+    mel: w.mel,
+    frames: w.frames,
+    overlap: w.overlap,
+    tail: w.tail,
+    tokens: final ? tokens.length : 0,
+    fragmentInterval: job.params.fragmentInterval,
+  };
+  await ctx.forward("vocoder", `${job.id}:vocoder:${job.seg}:${w.win}`, out);
+  if (r.next) {
+    const next: SovitsJob = { ...job, enqueuedAt: Date.now(), tokens, tokensFinal: final, window: r.next };
+    await ctx.forward("sovits", `${job.id}:sovits:${job.seg}:w${r.next.win}`, next);
+  }
+}
 
 await runner.start();
 const svc = await nc.services.add({ name: "voice-prep", version: "0.1.0", description: "prepares reference voices", metadata: { replica: cfg.replica } });

@@ -61,6 +61,7 @@ const runner = new StageRunner({
         promptIds,
         textIds: Int32Array.from(segments[seg].ids),
         params: job.params,
+        ...(job.stream ? { stream: job.stream } : {}),
       };
       await ctx.forward("gpt", `${job.id}:gpt:${seg}`, out);
     }

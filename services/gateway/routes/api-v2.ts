@@ -14,6 +14,8 @@ import { encodeAudio, FORMATS, ffmpegAvailable, type AudioFormat } from "../audi
 import { readJsonObject, sendJson, timingHeaders, type Ctx, type Route } from "../common.js";
 import type { Gateway, ResolvedVoice, SynthJob } from "../http.js";
 import { parseApiV2, queryToObject, type ApiV2Params } from "../params.js";
+import { streamAudio } from "../stream.js";
+import type { StreamMode } from "../../../shared/streaming.js";
 
 /** The folder (inside the voices directory) where the GPT-SoVITS-V2 fork keeps its named references. */
 export const FORK_REF_DIR = "参考音频";
@@ -75,12 +77,13 @@ async function handleTts(gw: Gateway, ctx: Ctx): Promise<void> {
   const gatewayMs = Date.now() - t0;
   const gone = gw.clientGone(ctx.res);
   try {
-    // ── STREAMING HOOK ──────────────────────────────────────────────────────────────────────────
-    // p.streaming_mode is parsed and validated here: 0 off, 1 fragments (upstream's return_fragment),
-    // 2 token-chunk streaming, 3 fixed-length token chunks (p.overlap_length, p.min_chunk_length).
-    // A streamed answer (upstream: wav = header with zero sizes then raw PCM; ogg/aac = one encoded
-    // file per chunk) belongs here, fed by job.onAudio. Until it lands, a streaming request gets the
-    // whole answer as one chunk, which is a valid answer of every streaming mode (docs/api.md, temporary).
+    // streaming_mode 1..3 (docs/streaming.md): audio goes out as it is decoded, in chunked transfer.
+    const mode = Number(p.streaming_mode);
+    if (mode > 0) {
+      const streamed = { ...job, stream: mode as StreamMode };
+      await streamAudio(ctx.res, (onAudio) => gw.synthesize({ ...streamed, onAudio }, gone.signal, ctx.req, ctx.res), p.media_type, mode, gatewayMs, { "X-Gsv-Voice": encodeURIComponent(voice.label) });
+      return;
+    }
     const result = await gw.synthesize(job, gone.signal, ctx.req, ctx.res);
     const body = await encodeAudio(result.pcm, result.sampleRate, p.media_type);
     ctx.res.writeHead(200, {

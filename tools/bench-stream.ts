@@ -1,0 +1,94 @@
+/**
+ * Time to first audio against full-synthesis latency (docs/streaming.md, docs/performance.md).
+ *
+ *   node dist/tools/bench-stream.js [--quick] [--model-dir DIR] [--steps 8] [--out bench-out] [--runs N] [--modes 0,1,2,3]
+ *
+ * A ~20-second paragraph, one request in flight on a warm pipeline, through the typed NATS client:
+ * for streaming_mode 0 (not streamed), 1, 2 and 3 the time until the first audio is playable in order
+ * and until the last, median of several runs. `npm run bench` runs it too (report field `streaming`).
+ */
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { pathToFileURL } from "node:url";
+import { connect } from "nats";
+import { GsvClient } from "../shared/client.js";
+import { fromRoot } from "../shared/paths.js";
+import type { StreamMode } from "../shared/streaming.js";
+import { startStack } from "./launch.js";
+
+export const PARAGRAPH =
+  "The old lighthouse stood at the edge of the cliff for more than a century. Every night its keeper climbed the narrow stairs, " +
+  "trimmed the wick, and watched the beam sweep across the dark water. Ships passing in the storm season counted on that light " +
+  "to find the harbour. When the keeper finally retired, the village gathered on the rocks to thank him, and the children " +
+  "promised to look after the lamp.";
+
+export interface StreamingFigures {
+  modelSet: string;
+  sampleSteps: number;
+  runs: number;
+  audioSeconds: number;
+  segments: number;
+  /** Per mode: median ms to the first playable audio and to the end; TTFA over the non-streamed latency, and over the mode's own. */
+  modes: { mode: StreamMode; ttfaMs: number; totalMs: number; ttfaRatio: number; ttfaOfOwnTotal: number }[];
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+export async function streamingLatency(o: { modelDir: string; steps: number; runs: number; modes?: StreamMode[]; log?: (s: string) => void }): Promise<StreamingFigures> {
+  const log = o.log ?? (() => undefined);
+  const stack = await startStack({ env: { GSV_MODEL_DIR: o.modelDir, GSV_LOG: "warn" } });
+  const nc = await connect({ servers: stack.natsUrl });
+  try {
+    const client = new GsvClient(nc, { timeoutMs: 600_000 });
+    const audioSha = await client.putReferenceAudio(readFileSync(fromRoot("voices", "default.wav")));
+    const voice = { audioSha, promptText: readFileSync(fromRoot("voices", "default.txt"), "utf8").trim(), promptLang: "en" };
+    const run = (mode: StreamMode) => client.synthesize({ text: PARAGRAPH, voice, params: { seed: 1234, sampleSteps: o.steps }, ...(mode ? { stream: mode } : {}) });
+    await run(0); // warm every stage (sessions, dictionaries, the voice)
+    const modes: StreamingFigures["modes"] = [];
+    let audioSeconds = 0;
+    let segments = 0;
+    for (const mode of o.modes ?? ([0, 1, 2, 3] as StreamMode[])) {
+      const ttfa: number[] = [];
+      const total: number[] = [];
+      for (let i = 0; i < o.runs; i++) {
+        const r = await run(mode);
+        ttfa.push(r.firstAudioMs);
+        total.push(r.totalMs);
+        audioSeconds = r.pcm.length / r.sampleRate;
+        segments = r.segments;
+      }
+      modes.push({ mode, ttfaMs: median(ttfa), totalMs: median(total), ttfaRatio: 0, ttfaOfOwnTotal: Math.round((1000 * median(ttfa)) / median(total)) / 1000 });
+      log(`  streaming_mode ${mode}: first audio ${median(ttfa)} ms, last ${median(total)} ms (runs: ${ttfa.join("/")} ms)`);
+    }
+    const full = modes[0].totalMs;
+    for (const m of modes) m.ttfaRatio = Math.round((1000 * m.ttfaMs) / full) / 1000;
+    const name = (JSON.parse(readFileSync(join(o.modelDir, "manifest.json"), "utf8")) as { name: string }).name;
+    return { modelSet: name, sampleSteps: o.steps, runs: o.runs, audioSeconds: Math.round(audioSeconds * 100) / 100, segments, modes };
+  } finally {
+    await nc.close();
+    await stack.stop();
+  }
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: "boolean", default: false },
+      "model-dir": { type: "string" },
+      steps: { type: "string", default: "8" },
+      out: { type: "string", default: "bench-out" },
+      runs: { type: "string" },
+      modes: { type: "string", default: "0,1,2,3" },
+    },
+  });
+  const modelDir = values["model-dir"] ?? fromRoot("models", "tiny");
+  console.log(`time to first audio, ${modelDir}, sample_steps ${values.steps}`);
+  const modes = values.modes!.split(",").map(Number) as StreamMode[];
+  if (modes[0] !== 0) throw new Error("--modes must start with 0 (the non-streamed latency the ratios divide by)");
+  const figures = await streamingLatency({ modelDir, steps: Number(values.steps), runs: Number(values.runs ?? (values.quick ? 3 : 5)), modes, log: console.log });
+  console.log(`  ${figures.audioSeconds} s of audio in ${figures.segments} segments`);
+  for (const m of figures.modes) console.log(`  mode ${m.mode}: TTFA ${m.ttfaMs} ms = ${(100 * m.ttfaRatio).toFixed(1)} % of the non-streamed ${figures.modes[0].totalMs} ms (${(100 * m.ttfaOfOwnTotal).toFixed(1)} % of its own ${m.totalMs} ms)`);
+  mkdirSync(values.out!, { recursive: true });
+  writeFileSync(join(values.out!, "streaming.json"), JSON.stringify(figures, null, 2));
+}
