@@ -93,7 +93,7 @@ function subscriptionError(nc: NatsConnection, subject: string, ms: number): Pro
 
 t.test("secure NATS - the pipeline runs with a user per service; a service cannot reach another's queue", async (t) => {
   const passwords: Record<string, string> = {};
-  for (const user of [...Object.values(ServiceNames), ADMIN_USER]) passwords[passwordVariable(user)] = randomBytes(12).toString("hex");
+  for (const user of [...Object.values(ServiceNames), ADMIN_USER]) passwords[passwordVariable(user)] = "p" + randomBytes(12).toString("hex"); // nats-server reads a value that starts like a number (e.g. "9e9f…") as a number
   const apiKey = randomBytes(16).toString("hex");
   let server: NatsServer | undefined;
   const procs: ServiceProcess[] = [];
