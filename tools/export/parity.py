@@ -153,7 +153,7 @@ def parity_t2s(args: argparse.Namespace, work: str, rep: Report) -> None:
     model.eval()
     ckpt = os.path.join(work, "s1v3.ckpt")
     torch.save({"config": T2S_CONFIG, "weight": {f"model.{k}": v for k, v in model.state_dict().items()}}, ckpt)
-    out = os.path.join(work, "set")
+    out = args.set_dir
     t0 = time.time()
     export(args, out, ["--gpt", ckpt, "--only", "t2s_encoder,t2s_prefill,t2s_step"])
     print(f"parity: GPT exported in {time.time() - t0:.1f} s", flush=True)
@@ -259,7 +259,7 @@ def parity_sovits(args: argparse.Namespace, work: str, rep: Report) -> None:
     model.eval()
     ckpt = os.path.join(work, "s2Gv3.pth")
     torch.save({"weight": model.state_dict(), "config": hps, "info": "parity random weights"}, ckpt)
-    out = os.path.join(work, "set")
+    out = args.set_dir
     t0 = time.time()
     export(args, out, ["--sovits", ckpt, "--only", "vq_extract,ge_encoder,sovits_encp,cfm_dit"])
     print(f"parity: SoVITS exported in {time.time() - t0:.1f} s", flush=True)
@@ -357,7 +357,7 @@ def parity_vocoder(args: argparse.Namespace, work: str, rep: Report) -> None:
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(BIGVGAN_CONFIG, f)
     torch.save({"generator": model.state_dict()}, os.path.join(folder, "bigvgan_generator.pt"))  # with weight norm, as NVIDIA ships it
-    out = os.path.join(work, "set")
+    out = args.set_dir
     t0 = time.time()
     export(args, out, ["--bigvgan", folder, "--only", "vocoder"])
     print(f"parity: BigVGAN exported in {time.time() - t0:.1f} s", flush=True)
@@ -397,7 +397,7 @@ def parity_hubert(args: argparse.Namespace, work: str, rep: Report) -> None:
     model.eval()
     folder = os.path.join(work, "chinese-hubert-base")
     model.save_pretrained(folder)
-    out = os.path.join(work, "set")
+    out = args.set_dir
     t0 = time.time()
     export(args, out, ["--hubert", folder, "--only", "cnhubert"])
     print(f"parity: HuBERT exported in {time.time() - t0:.1f} s", flush=True)
@@ -438,6 +438,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     work = args.work or tempfile.mkdtemp(prefix="gsv-parity-")
     os.makedirs(work, exist_ok=True)
+    # every part exports into one set; the part that completes it makes export_v3 write the manifest
+    args.set_dir = os.path.join(work, "set")
+    shutil.rmtree(args.set_dir, ignore_errors=True)
     rep = Report()
     try:
         for part in parts:
@@ -445,6 +448,18 @@ def main(argv: Optional[List[str]] = None) -> int:
             os.makedirs(os.path.join(work, part), exist_ok=True)
             PARTS[part](args, os.path.join(work, part), rep)
             print(f"parity: {part} done in {time.time() - t0:.1f} s", flush=True)
+        if os.path.isfile(os.path.join(args.set_dir, "manifest.json")):
+            out_dir = os.path.join(work, "manifest_out")
+            run_node("manifest", args.set_dir, args.set_dir, out_dir)
+            with open(os.path.join(out_dir, "manifest.json")) as f:
+                checked = json.load(f)
+            ok = checked.get("ok") is True and sorted(checked.get("graphs", [])) == sorted(
+                ["cnhubert", "vq_extract", "ge_encoder", "t2s_encoder", "t2s_prefill", "t2s_step", "sovits_encp", "cfm_dit",
+                 "vocoder"])
+            rep.rows.append({"graph": "manifest", "what": "exported set accepted by shared/manifest.ts loadManifest",
+                             "ok": ok, "config": "all parts", "detail": checked})
+            print(f"parity: manifest     loadManifest (schema, sizes, sha256 of 9 graphs): {'ok' if ok else 'FAIL'} "
+                  f"{checked.get('error', '')}", flush=True)
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
