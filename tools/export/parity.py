@@ -125,8 +125,10 @@ def export(args: argparse.Namespace, out: str, extra: List[str]) -> None:
 
 
 def randomize_(module, gen) -> None:
-    """Upstream's init leaves layer norms at 1/0 and alphas at 1; give every parameter a random value so
-    that a weight the export mixed up cannot go unnoticed."""
+    """Fresh random values for every parameter, so that a weight the export mixed up cannot go unnoticed:
+    upstream's init leaves layer norms at 1/0, alphas at 1, and the GPT's layers are deep copies of one
+    initialised layer (identical weights, which the ONNX exporter would even store once). Matrices keep
+    the scale of their init (or 1/sqrt(fan_in)); norms get 1 ± 0.1 / ± 0.1, alphas 1 ± 0.1."""
     import torch
 
     for name, p in module.named_parameters():
@@ -135,6 +137,11 @@ def randomize_(module, gen) -> None:
             p.data.copy_(base + 0.1 * torch.randn(p.shape, generator=gen))
         elif name.endswith("bias"):
             p.data.copy_(0.05 * torch.randn(p.shape, generator=gen))
+        elif p.dim() >= 2:
+            std = float(p.data.float().std()) if p.numel() > 1 else 0.0
+            if not std > 0:
+                std = 1.0 / max(1, p[0].numel()) ** 0.5
+            p.data.copy_(std * torch.randn(p.shape, generator=gen))
 
 
 def parity_t2s(args: argparse.Namespace, work: str, rep: Report) -> None:
