@@ -57,7 +57,7 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         if init.name in kept_inits or not users_half:
             new_inits.append(init)
         if users_half:
-            arr = numpy_helper.to_array(init).astype(np.float16)
+            arr = _half(numpy_helper.to_array(init))
             name = init.name if init.name not in kept_inits else init.name + "__fp16"
             new_inits.append(numpy_helper.from_array(arr, name))
             half_init[init.name] = name
@@ -102,7 +102,7 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
                 if n.op_type == "Cast" and a.name == "to" and a.i == FLOAT:
                     a.i = HALF
                 if a.type == onnx.AttributeProto.TENSOR and a.t.data_type == FLOAT:
-                    a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float16), a.t.name))
+                    a.t.CopyFrom(numpy_helper.from_array(_half(numpy_helper.to_array(a.t)), a.t.name))
     # outputs stay float32
     for o in g.output:
         if o.type.tensor_type.elem_type == FLOAT and precision(o.name) == HALF:
@@ -120,6 +120,12 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     g.node.extend(_toposort(nodes, {i.name for i in g.input} | {i.name for i in g.initializer}))
     del g.value_info[:]
     return model
+
+
+def _half(a: np.ndarray) -> np.ndarray:
+    """float32 -> float16, saturating at ±65504 (the −1e9 attention mask fill stays finite and still
+    gives softmax weight 0)."""
+    return np.clip(a, -65504.0, 65504.0).astype(np.float16)
 
 
 def _toposort(nodes, available):
