@@ -103,7 +103,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                  phone_vocab=mc["phoneme_vocab_size"], bert_dim=model.bert_proj.in_features)
         if t2s_graphs:
             log(f"GPT: {mc['n_layer']} layers, {mc['head']} heads, hidden {mc['hidden_dim']}")
-            export_t2s(model, out, opset=args.opset, fp16=args.fp16)
+            export_t2s(model, out, t2s_graphs, opset=args.opset, fp16=args.fp16)
             log("wrote " + ", ".join(t2s_graphs))
         del model
 
