@@ -116,26 +116,35 @@ const runner = new StageRunner({
 
 await runner.start();
 const svc = await nc.services.add({ name: "voice-prep", version: "0.1.0", description: "prepares reference voices", metadata: { replica: cfg.replica } });
+// Voice preparations in progress: a drain waits for them, or their requesters would wait until their deadline.
+let preparingNow = 0;
+let preparedAll: (() => void) | undefined;
 svc.addEndpoint("prepare", {
   subject: Subjects.voicePrepare,
   queue: "voice-prep",
   handler: (_err, m) => {
     const t0 = Date.now();
+    preparingNow++;
     (async () => {
       const req = decodeAs(VoicePrepareRequest, m.data);
       const r = await ensureVoice(req.audioSha);
       m.respond(encode({ ok: true, voiceKey: r.key, promptTokens: r.tokens, cached: r.cached, ms: Date.now() - t0 }));
-    })().catch((err) => {
-      const e = toGsvError(err);
-      m.respond(encode({ ok: false, code: e.code, message: e.message }));
-    });
+    })()
+      .catch((err) => {
+        const e = toGsvError(err);
+        m.respond(encode({ ok: false, code: e.code, message: e.message }));
+      })
+      .finally(() => {
+        if (--preparingNow === 0) preparedAll?.();
+      });
   },
 });
 process.stdout.write(JSON.stringify({ ready: "sovits-decoder", replica: cfg.replica }) + "\n");
 log.info("sovits-decoder ready", { replica: cfg.replica, modelSet: manifest.name });
 runUntilSignalled("sovits-decoder", async () => {
+  await svc.stop(); // no new voice preparations; answer the ones in progress before the connection closes
+  if (preparingNow > 0) await new Promise<void>((r) => (preparedAll = r));
   await runner.stop();
-  await svc.stop();
   await nc.drain();
   await pool.close();
 });
