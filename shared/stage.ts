@@ -70,6 +70,7 @@ export class StageRunner<S extends z.ZodType> {
   #stopping = false;
   #loop?: Promise<void>;
   #slotWaiters: (() => void)[] = [];
+  #batch?: { stop(): void };
   #idleWaiters: (() => void)[] = [];
   #ctx: StageContext;
   /** Metrics, recent figures and spans of this stage (shared/observe.ts). */
@@ -198,9 +199,13 @@ export class StageRunner<S extends z.ZodType> {
       }
       try {
         const batch = await consumer.fetch({ max_messages: free, expires: 1000 });
+        this.#batch = batch;
         for await (const m of batch) {
           if (this.#stopping) {
-            m.nak();
+            // Fetched as the drain began: give it back, delayed, so it goes to another replica. A plain
+            // nak went straight back into this replica's still-open pull, was nak'ed again, and so on
+            // until max_deliver dropped it: the request hung until its deadline.
+            m.nak(1000);
             continue;
           }
           void this.#dispatch(m);
@@ -270,6 +275,7 @@ export class StageRunner<S extends z.ZodType> {
   /** Stop pulling, finish what is in flight, then return. */
   async stop(): Promise<void> {
     this.#stopping = true;
+    this.#batch?.stop(); // end the open pull at once: nothing more is delivered to this replica
     for (const w of this.#slotWaiters.splice(0)) w();
     if (this.stats.inflight > 0) await new Promise<void>((r) => this.#idleWaiters.push(r));
     this.#cancelSub?.unsubscribe();

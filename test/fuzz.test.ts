@@ -7,6 +7,8 @@
 import t from "tap";
 import { runFuzz } from "../tools/fuzz.js";
 
+t.setTimeout(300_000); // about a minute alone, longer on a shared 2-core machine
+
 t.test("fuzz - HTTP API and every consumed NATS subject", async (t) => {
   const seed = Number(process.env.GSV_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
   t.comment(`fuzz seed ${seed} (replay: GSV_FUZZ_SEED=${seed})`);

@@ -1,5 +1,5 @@
 /**
- * npm run sim [-- --replicas 1,2,4,8,32] [-- --dilation 10] [-- --steps 32] [-- --measure 12] [-- --out bench-out]
+ * npm run sim [-- --replicas 1,2,4,8,32] [-- --dilation 8] [-- --steps 32] [-- --out bench-out]
  *
  * Simulated scaling beyond one machine: the real stack (nats-server, gateway, every stage as its own
  * process, started by tools/launch.ts) with GSV_BACKEND=cost-model, so each replica's graphs run on a
@@ -7,13 +7,15 @@
  * execution is replaced: services, JetStream queues, MicroBatcher and the GPT engine are the real ones.
  *
  * 1. Calibration: one replica of every stage under saturating load; the stage whose queue backs up is
- *    the bottleneck (also predicted from the cost model). The other stages are then given enough
- *    replicas for the largest count, so that only the bottleneck's count changes between levels.
- * 2. For each replica count n of the bottleneck: drive enough requests in flight to saturate it (closed
- *    loop, NATS client in this process), measure audio seconds delivered per second, per-process CPU,
- *    queue depths and NATS message rates; efficiency(n) = throughput(n) / (n · throughput(1)).
- * Times: GSV_COST_DILATION = --dilation, so a simulated second lasts `dilation` wall seconds; throughput
- * is reported per simulated second (wall figure × dilation). --measure and --warmup are simulated seconds.
+ *    the bottleneck (the cost model's per-replica capacities are printed beside it).
+ * 2. For each replica count n of the bottleneck, a fresh stack: n bottleneck replicas, the other stages
+ *    sized from the cost model with 1.5× headroom; a closed loop of 6·n requests in flight (NATS client in
+ *    this process); after a warm-up, audio received from the vocoders per simulated second, per-process
+ *    CPU, queue depths (JetStream consumer info, as tts.v1.status.* reports it), batch histograms from
+ *    tts.v1.status.*; efficiency(n) = throughput(n) / (n · throughput(1)).
+ * Time: GSV_COST_DILATION = max(--dilation, 1.5·n) wall seconds per simulated second, so that the wall-clock
+ * load on this machine stays about the same at every level; throughputs are per simulated second.
+ * --warmup and --measure are simulated seconds (the window shrinks as 12/√n, at least 3).
  * Writes bench-out/sim.json and bench-out/sim.svg.
  */
 import { createHash } from "node:crypto";
@@ -36,11 +38,11 @@ const { values } = parseArgs({
   options: {
     replicas: { type: "string", default: "1,2,4,8,32" },
     dilation: { type: "string", default: "8" },
-    "dilation-per-replica": { type: "string", default: "1" },
+    "dilation-per-replica": { type: "string", default: "1.5" },
     steps: { type: "string", default: "32" },
     warmup: { type: "string", default: "6" },
     measure: { type: "string", default: "12" },
-    "min-measure": { type: "string", default: "4" },
+    "min-measure": { type: "string", default: "3" },
     "per-replica": { type: "string", default: "6" },
     stage: { type: "string", default: "auto" },
     out: { type: "string", default: "bench-out" },
@@ -115,6 +117,13 @@ async function startSimStack(plan: Record<ServiceName, number>, d: number): Prom
   }
   await Promise.all(start("gateway", plan.gateway));
   stack.nc = await connect({ servers: nats.url, name: "sim-driver" });
+  // Audio as it arrives from the vocoders, before the client puts windows in order: the pipeline's output rate.
+  stack.nc.subscribe(`${PREFIX}.reply.*`, {
+    callback: (_err, m) => {
+      const ev = decode(m.data) as { type?: string; pcm?: Float32Array; overlap?: number };
+      if (ev.type === "audio" && ev.pcm) received += ev.pcm.length - (ev.overlap ?? 0);
+    },
+  });
   await (await refAudioStore(stack.nc)).putBlob({ name: audioSha }, wav);
   return stack;
 }
@@ -153,7 +162,8 @@ function cpuDelta(a: Map<string, { role: string; s: number }>, b: Map<string, { 
 
 // ─── load ────────────────────────────────────────────────────────────────────────────────────────
 
-let delivered = 0; // audio samples delivered to the driver
+let delivered = 0; // audio samples the clients have put in order
+let received = 0; // audio samples received from the vocoders (overlaps counted once)
 let completed = 0;
 let failed = 0;
 const failures = new Map<string, number>();
@@ -198,9 +208,18 @@ function drive(nc: NatsConnection, c: number): { stop: () => void } {
   };
 }
 
-async function queues(nc: NatsConnection): Promise<Record<Stage, { pending: number; ackPending: number; delivered: number }>> {
+async function queues(nc: NatsConnection, tries = 3): Promise<Record<Stage, { pending: number; ackPending: number; delivered: number }>> {
+  for (let i = 1; ; i++) {
+    try {
+      return await queuesOnce(nc);
+    } catch (err) {
+      if (i >= tries) throw err;
+    }
+  }
+}
+async function queuesOnce(nc: NatsConnection): Promise<Record<Stage, { pending: number; ackPending: number; delivered: number }>> {
   const out = {} as Record<Stage, { pending: number; ackPending: number; delivered: number }>;
-  const jsm = await nc.jetstreamManager();
+  const jsm = await nc.jetstreamManager({ timeout: 20_000 });
   for (const s of Object.keys(WorkQueues) as Stage[]) {
     const i = await jsm.consumers.info(WorkQueues[s].stream, WorkQueues[s].consumer);
     out[s] = { pending: i.num_pending, ackPending: i.num_ack_pending, delivered: i.delivered.stream_seq };
@@ -211,8 +230,12 @@ async function queues(nc: NatsConnection): Promise<Record<Stage, { pending: numb
 /** Every replica's status (tts.v1.status.<service>): batch histograms of a stage, summed. */
 async function statusOf(nc: NatsConnection, service: string): Promise<Record<string, unknown>[]> {
   const out: Record<string, unknown>[] = [];
-  const it = await nc.requestMany(`${PREFIX}.status.${service}`, new Uint8Array(), { maxWait: 2000 });
-  for await (const m of it) out.push(decode(m.data) as Record<string, unknown>);
+  try {
+    const it = await nc.requestMany(`${PREFIX}.status.${service}`, new Uint8Array(), { maxWait: 5000 });
+    for await (const m of it) out.push(decode(m.data) as Record<string, unknown>);
+  } catch {
+    // a replica that did not answer in time is left out of the histogram
+  }
   return out;
 }
 function sumHist(rows: Record<string, unknown>[], key: string): Record<string, number> {
@@ -249,17 +272,18 @@ async function level(st: SimStack, c: number, measureSim: number, label: string)
   const q0 = await queues(nc);
   const cpu0 = cpuSnapshot(st);
   const ns0 = nc.stats();
-  const a0 = delivered, c0 = completed, f0 = failed, seg0 = segmentsSeen, tok0 = tokensSeen;
+  const r0 = received, a0 = delivered, c0 = completed, f0 = failed, seg0 = segmentsSeen, tok0 = tokensSeen;
   const t0 = performance.now();
   const depth: Record<Stage, { pending: number[]; ackPending: number[] }> = { text: { pending: [], ackPending: [] }, gpt: { pending: [], ackPending: [] }, sovits: { pending: [], ackPending: [] }, vocoder: { pending: [], ackPending: [] } };
   const end = t0 + measureSim * D * 1000;
   while (performance.now() < end) {
     await sleep(Math.min(1000, Math.max(0, end - performance.now())));
-    const q = await queues(nc);
-    for (const s of Object.keys(q) as Stage[]) depth[s].pending.push(q[s].pending), depth[s].ackPending.push(q[s].ackPending);
+    const q = await queues(nc, 1).catch(() => undefined); // a sample lost to a slow JetStream API is skipped
+    if (q) for (const s of Object.keys(q) as Stage[]) depth[s].pending.push(q[s].pending), depth[s].ackPending.push(q[s].ackPending);
   }
   const wallS = (performance.now() - t0) / 1000;
-  const audioS = (delivered - a0) / manifest.dims.vocoder.sampleRate;
+  const audioS = (received - r0) / manifest.dims.vocoder.sampleRate;
+  const orderedS = (delivered - a0) / manifest.dims.vocoder.sampleRate;
   const cpu1 = cpuSnapshot(st);
   const q1 = await queues(nc);
   const ns1 = nc.stats();
@@ -279,7 +303,10 @@ async function level(st: SimStack, c: number, measureSim: number, label: string)
     audioSeconds: round(audioS, 1),
     throughput: round(audioS / simS, 2), // audio s per simulated s
     throughputWall: round(audioS / wallS, 2),
+    /** The same, counting only audio the clients could already play in order (coarser: a segment waits for the one before). */
+    throughputInOrder: round(orderedS / simS, 2),
     requestsCompleted: completed - c0,
+    segmentsCompleted: segmentsSeen - seg0,
     failed: failed - f0,
     tokensPerSegment: segmentsSeen - seg0 ? round((tokensSeen - tok0) / (segmentsSeen - seg0), 1) : 0,
     queues: Object.fromEntries((Object.keys(depth) as Stage[]).map((s) => [s, { pendingMean: mean(depth[s].pending), inFlightMean: mean(depth[s].ackPending), msgsPerSimS: round((q1[s].delivered - q0[s].delivered) / simS, 1) }])),
@@ -352,7 +379,7 @@ try {
     vocoder: bottleneck === "vocoder" ? n : need("vocoder", n),
     gateway: 1,
   });
-  const rows: ({ replicas: number; efficiency: number; plan: Record<ServiceName, number>; cpuMsPerAudioS: Record<string, number> } & Omit<Awaited<ReturnType<typeof level>>, "cpuMsPerAudioS">)[] = [];
+  const rows: ({ replicas: number; efficiency: number; workEfficiency: number; plan: Record<ServiceName, number>; cpuMsPerAudioS: Record<string, number> } & Omit<Awaited<ReturnType<typeof level>>, "cpuMsPerAudioS">)[] = [];
   for (const n of levels) {
     const plan = planFor(n);
     const d = dilationFor(n);
@@ -367,10 +394,20 @@ try {
       }
     }
     const base: number = rows.length ? rows[0].throughput / rows[0].replicas : row.throughput / n;
-    const r = { replicas: n, plan, ...row, cpuMsPerAudioS: cpuPerAudio(row), efficiency: round(row.throughput / (n * base), 3) };
+    const work = (x: { batches: Record<string, { rowsPerSimS: number }> }) => x.batches[bottleneck]?.rowsPerSimS ?? 0;
+    const baseWork: number = rows.length ? work(rows[0]) / rows[0].replicas : work(row) / n;
+    const r = {
+      replicas: n,
+      plan,
+      ...row,
+      cpuMsPerAudioS: cpuPerAudio(row),
+      efficiency: round(row.throughput / (n * base), 3),
+      /** The same ratio for the bottleneck's work rate (batch rows per second), a finer-grained cross-check. */
+      workEfficiency: baseWork ? round(work(row) / (n * baseWork), 3) : 0,
+    };
     rows.push(r);
     const top = Object.entries(row.cpu).sort((a, b) => b[1].cpuPct - a[1].cpuPct).slice(0, 4).map(([k, v]) => `${k} ${v.cpuPct}%`).join(", ");
-    log(`${String(n).padStart(2)} × ${bottleneck} (dilation ${d}, ${JSON.stringify(plan)}): ${r.throughput} audio s per simulated s, efficiency ${r.efficiency}; ${row.inFlight} in flight; ${bottleneck} batch mean ${row.batches[bottleneck]?.mean ?? "-"}, rows/s ${row.batches[bottleneck]?.rowsPerSimS ?? "-"}; queue pending ${Object.entries(row.queues).map(([s, q]) => `${s} ${q.pendingMean}`).join(" ")}; CPU ${top}`);
+    log(`${String(n).padStart(2)} × ${bottleneck} (dilation ${d}, ${JSON.stringify(plan)}): ${r.throughput} audio s per simulated s, efficiency ${r.efficiency} (work ${r.workEfficiency}, in order ${row.throughputInOrder}); ${row.inFlight} in flight; ${bottleneck} batch mean ${row.batches[bottleneck]?.mean ?? "-"}, rows/s ${row.batches[bottleneck]?.rowsPerSimS ?? "-"}; queue pending ${Object.entries(row.queues).map(([s, q]) => `${s} ${q.pendingMean}`).join(" ")}; CPU ${top}`);
   }
   Object.assign(report, { calibration: { ...calib, cpuMsPerAudioS: cpuPerAudio(calib) }, predictedCapacityPerReplica: predicted, bottleneck, levels: rows, failures: Object.fromEntries(failures) });
 } finally {

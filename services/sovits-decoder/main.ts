@@ -195,30 +195,40 @@ async function streamWindow(job: SovitsJob, ctx: StageContext): Promise<void> {
 
 await runner.start();
 const svc = await nc.services.add({ name: "voice-prep", version: "0.1.0", description: "prepares reference voices", metadata: { replica: cfg.replica } });
+// Voice preparations in progress: a drain waits for them, or their requesters would wait until their deadline.
+let preparingNow = 0;
+let preparedAll: (() => void) | undefined;
 svc.addEndpoint("prepare", {
   subject: Subjects.voicePrepare,
   queue: "voice-prep",
   handler: (_err, m) => {
     const t0 = Date.now();
     const span = tracer.startSpan("sovits-decoder voice.prepare", { parent: extractContext(m.headers) ?? null, kind: SpanKind.SERVER, attributes: { "gsv.replica": cfg.replica } });
+    preparingNow++;
     (async () => {
       const req = decodeAs(VoicePrepareRequest, m.data);
       const r = await ensureVoice(req.audioSha);
       span.setAttribute("gsv.voice_cached", r.cached);
       m.respond(encode({ ok: true, voiceKey: r.key, promptTokens: r.tokens, cached: r.cached, ms: Date.now() - t0 }));
-    })().catch((err) => {
-      const e = toGsvError(err);
-      span.setError(e.code, e.message);
-      m.respond(encode({ ok: false, code: e.code, message: e.message }));
-    }).finally(() => span.end());
+    })()
+      .catch((err) => {
+        const e = toGsvError(err);
+        span.setError(e.code, e.message);
+        m.respond(encode({ ok: false, code: e.code, message: e.message }));
+      })
+      .finally(() => {
+        span.end();
+        if (--preparingNow === 0) preparedAll?.();
+      });
   },
 });
 await nc.flush(); // the server has the voice-prep subscription before anyone is told this replica is ready
 process.stdout.write(JSON.stringify({ ready: "sovits-decoder", replica: cfg.replica, metrics: runner.metricsUrl }) + "\n");
 log.info("sovits-decoder ready", { replica: cfg.replica, modelSet: manifest.name });
 runUntilSignalled("sovits-decoder", async () => {
+  await svc.stop(); // no new voice preparations; answer the ones in progress before the connection closes
+  if (preparingNow > 0) await new Promise<void>((r) => (preparedAll = r));
   await runner.stop();
-  await svc.stop();
   await nc.drain();
   await pool.close();
 });

@@ -13,16 +13,22 @@ import { promptToPhones, textToSegments } from "./frontend.js";
 const cfg = loadConfig("text-frontend");
 const nc = await connectNats({ url: cfg.natsUrl, name: cfg.replica });
 
+/** One attempt waits at most this long: a replica killed mid-preparation never answers, so ask again (another replica). */
+const PREPARE_ATTEMPT_MS = 15_000;
+
 async function prepareVoice(job: TextJob): Promise<string> {
-  const timeout = Math.max(1, job.deadline - Date.now());
-  let data: Uint8Array;
-  try {
-    const m = await nc.request(Subjects.voicePrepare, encode({ audioSha: job.voice.audioSha, deadline: job.deadline }), { timeout, headers: traceHeaders() });
-    data = m.data;
-  } catch (err) {
-    const msg = (err as Error).message;
-    if (/timeout/i.test(msg)) throw new GsvError("DEADLINE_EXCEEDED", "voice preparation did not answer before the deadline");
-    throw new GsvError("STAGE_UNAVAILABLE", `voice preparation (sovits-decoder) is not reachable: ${msg}`);
+  let data: Uint8Array | undefined;
+  while (!data) {
+    const left = job.deadline - Date.now();
+    if (left <= 0) throw new GsvError("DEADLINE_EXCEEDED", "voice preparation did not answer before the deadline");
+    try {
+      const m = await nc.request(Subjects.voicePrepare, encode({ audioSha: job.voice.audioSha, deadline: job.deadline }), { timeout: Math.min(left, PREPARE_ATTEMPT_MS), headers: traceHeaders() });
+      data = m.data;
+    } catch (err) {
+      const msg = (err as Error).message;
+      if (/timeout/i.test(msg)) continue;
+      throw new GsvError("STAGE_UNAVAILABLE", `voice preparation (sovits-decoder) is not reachable: ${msg}`);
+    }
   }
   const reply = decodeAs(VoicePrepareReply, data);
   if (!reply.ok) throw new GsvError(isErrorCode(reply.code) ? reply.code : "INTERNAL", reply.message);

@@ -103,7 +103,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                  phone_vocab=mc["phoneme_vocab_size"], bert_dim=model.bert_proj.in_features)
         if t2s_graphs:
             log(f"GPT: {mc['n_layer']} layers, {mc['head']} heads, hidden {mc['hidden_dim']}")
-            export_t2s(model, out, opset=args.opset, fp16=args.fp16)
+            export_t2s(model, out, t2s_graphs, opset=args.opset, fp16=args.fp16)
             log("wrote " + ", ".join(t2s_graphs))
         del model
 
@@ -147,11 +147,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         log("wrote cnhubert")
         del hm
 
-    # dims learnt by this run and earlier --only runs into the same folder
+    # dims (and source file names) learnt by this run and earlier --only runs into the same folder
+    dims_parts["sources"] = {k: os.path.basename(os.path.normpath(v)) for k in ("gpt", "sovits", "lora", "bigvgan", "hubert")
+                             if (v := getattr(args, k))}
     side = os.path.join(out, DIMS_FILE)
     if os.path.isfile(side):
         with open(side) as f:
-            dims_parts = {**json.load(f), **dims_parts}
+            old = json.load(f)
+        dims_parts = {**old, **dims_parts, "sources": {**old.get("sources", {}), **dims_parts["sources"]}}
     with open(side, "w") as f:
         json.dump(dims_parts, f, indent=2)
 
@@ -165,12 +168,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"export_v3: cannot write the manifest: {e}", file=sys.stderr)
         return 1
     name = args.name or os.path.basename(out.rstrip(os.sep))
+    src = dims_parts.get("sources", {})
     desc = args.description or ("GPT-SoVITS v3 exported by tools/export/export_v3.py from "
-                                + ", ".join(os.path.basename(v) for v in (args.gpt, args.sovits, args.lora) if v)
-                                + (" (fp16)" if args.fp16 else ""))
+                                + ", ".join(f"{k} {v}" for k, v in src.items()) + (" (fp16)" if args.fp16 else ""))
     contract.write_manifest(out, name=name, description=desc, dims=dims,
                             extra={"tool": "tools/export/export_v3.py", "fp16": bool(args.fp16), "opset": args.opset,
-                                   **({"lora": os.path.basename(args.lora)} if args.lora else {})})
+                                   "sources": src})
     log(f"wrote {os.path.join(out, contract.MANIFEST_FILE)}")
     return 0
 

@@ -9,6 +9,8 @@
  *       teacher-forced GPT decoding as gpt-semantic runs it: t2s_encoder, t2s_prefill, then one
  *       t2s_step per token of tokens.npy over a masked KV cache of capacity Kc whose dead slots hold
  *       garbage; writes logits.npy [1+steps, vocab] (prefill, then each step)
+ *   node dist/tools/export/ort-run.js manifest <setDir> <unused> <outDir>
+ *       shared/manifest.ts loadManifest on the set; writes manifest.json {ok, dims, graphs} or {ok: false, error}
  *   node dist/tools/export/ort-run.js gpt <setDir> <inDir> <outDir>
  *       the gpt-semantic engine (services/gpt-semantic/engine.ts) with greedy sampling (top_k 1,
  *       upstream's repetition penalty 1.35): writes tokens.npy
@@ -16,7 +18,7 @@
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
-import type { Manifest } from "../../shared/manifest.js";
+import { loadManifest, type Manifest } from "../../shared/manifest.js";
 import { sessionOptions } from "../../shared/ort-options.js";
 import { GptEngine, type GptResult } from "../../services/gpt-semantic/engine.js";
 
@@ -182,11 +184,22 @@ async function runGpt(setDir: string, inDir: string, outDir: string): Promise<vo
 
 async function main(argv: string[]): Promise<void> {
   const [mode, a, inDir, outDir] = argv;
-  if (!mode || !a || !inDir || !outDir) throw new Error("usage: ort-run graph|t2s|gpt <model|setDir> <inDir> <outDir>");
+  if (!mode || !a || !inDir || !outDir) throw new Error("usage: ort-run graph|t2s|gpt|manifest <model|setDir> <inDir> <outDir>");
   mkdirSync(outDir, { recursive: true });
   if (mode === "graph") await runGraph(a, inDir, outDir);
   else if (mode === "t2s") await runT2s(a, inDir, outDir);
   else if (mode === "gpt") await runGpt(a, inDir, outDir);
+  else if (mode === "manifest") {
+    // loadManifest as every service calls it: schema, then size and sha256 of each graph file
+    let result: Record<string, unknown>;
+    try {
+      const m = loadManifest(a);
+      result = { ok: true, name: m.name, kind: m.kind, dims: m.dims, graphs: Object.keys(m.graphs) };
+    } catch (err) {
+      result = { ok: false, error: (err as Error).message };
+    }
+    writeFileSync(join(outDir, "manifest.json"), JSON.stringify(result, null, 2));
+  }
   else throw new Error(`unknown mode ${mode}`);
 }
 

@@ -125,8 +125,10 @@ def export(args: argparse.Namespace, out: str, extra: List[str]) -> None:
 
 
 def randomize_(module, gen) -> None:
-    """Upstream's init leaves layer norms at 1/0 and alphas at 1; give every parameter a random value so
-    that a weight the export mixed up cannot go unnoticed."""
+    """Fresh random values for every parameter, so that a weight the export mixed up cannot go unnoticed:
+    upstream's init leaves layer norms at 1/0, alphas at 1, and the GPT's layers are deep copies of one
+    initialised layer (identical weights, which the ONNX exporter would even store once). Matrices keep
+    the scale of their init (or 1/sqrt(fan_in)); norms get 1 ± 0.1 / ± 0.1, alphas 1 ± 0.1."""
     import torch
 
     for name, p in module.named_parameters():
@@ -135,6 +137,11 @@ def randomize_(module, gen) -> None:
             p.data.copy_(base + 0.1 * torch.randn(p.shape, generator=gen))
         elif name.endswith("bias"):
             p.data.copy_(0.05 * torch.randn(p.shape, generator=gen))
+        elif p.dim() >= 2:
+            std = float(p.data.float().std()) if p.numel() > 1 else 0.0
+            if not std > 0:
+                std = 1.0 / max(1, p[0].numel()) ** 0.5
+            p.data.copy_(std * torch.randn(p.shape, generator=gen))
 
 
 def parity_t2s(args: argparse.Namespace, work: str, rep: Report) -> None:
@@ -153,7 +160,7 @@ def parity_t2s(args: argparse.Namespace, work: str, rep: Report) -> None:
     model.eval()
     ckpt = os.path.join(work, "s1v3.ckpt")
     torch.save({"config": T2S_CONFIG, "weight": {f"model.{k}": v for k, v in model.state_dict().items()}}, ckpt)
-    out = os.path.join(work, "set")
+    out = args.set_dir
     t0 = time.time()
     export(args, out, ["--gpt", ckpt, "--only", "t2s_encoder,t2s_prefill,t2s_step"])
     print(f"parity: GPT exported in {time.time() - t0:.1f} s", flush=True)
@@ -259,7 +266,7 @@ def parity_sovits(args: argparse.Namespace, work: str, rep: Report) -> None:
     model.eval()
     ckpt = os.path.join(work, "s2Gv3.pth")
     torch.save({"weight": model.state_dict(), "config": hps, "info": "parity random weights"}, ckpt)
-    out = os.path.join(work, "set")
+    out = args.set_dir
     t0 = time.time()
     export(args, out, ["--sovits", ckpt, "--only", "vq_extract,ge_encoder,sovits_encp,cfm_dit"])
     print(f"parity: SoVITS exported in {time.time() - t0:.1f} s", flush=True)
@@ -357,7 +364,7 @@ def parity_vocoder(args: argparse.Namespace, work: str, rep: Report) -> None:
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(BIGVGAN_CONFIG, f)
     torch.save({"generator": model.state_dict()}, os.path.join(folder, "bigvgan_generator.pt"))  # with weight norm, as NVIDIA ships it
-    out = os.path.join(work, "set")
+    out = args.set_dir
     t0 = time.time()
     export(args, out, ["--bigvgan", folder, "--only", "vocoder"])
     print(f"parity: BigVGAN exported in {time.time() - t0:.1f} s", flush=True)
@@ -397,7 +404,7 @@ def parity_hubert(args: argparse.Namespace, work: str, rep: Report) -> None:
     model.eval()
     folder = os.path.join(work, "chinese-hubert-base")
     model.save_pretrained(folder)
-    out = os.path.join(work, "set")
+    out = args.set_dir
     t0 = time.time()
     export(args, out, ["--hubert", folder, "--only", "cnhubert"])
     print(f"parity: HuBERT exported in {time.time() - t0:.1f} s", flush=True)
@@ -438,6 +445,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     work = args.work or tempfile.mkdtemp(prefix="gsv-parity-")
     os.makedirs(work, exist_ok=True)
+    # every part exports into one set; the part that completes it makes export_v3 write the manifest
+    args.set_dir = os.path.join(work, "set")
+    shutil.rmtree(args.set_dir, ignore_errors=True)
     rep = Report()
     try:
         for part in parts:
@@ -445,6 +455,18 @@ def main(argv: Optional[List[str]] = None) -> int:
             os.makedirs(os.path.join(work, part), exist_ok=True)
             PARTS[part](args, os.path.join(work, part), rep)
             print(f"parity: {part} done in {time.time() - t0:.1f} s", flush=True)
+        if os.path.isfile(os.path.join(args.set_dir, "manifest.json")):
+            out_dir = os.path.join(work, "manifest_out")
+            run_node("manifest", args.set_dir, args.set_dir, out_dir)
+            with open(os.path.join(out_dir, "manifest.json")) as f:
+                checked = json.load(f)
+            ok = checked.get("ok") is True and sorted(checked.get("graphs", [])) == sorted(
+                ["cnhubert", "vq_extract", "ge_encoder", "t2s_encoder", "t2s_prefill", "t2s_step", "sovits_encp", "cfm_dit",
+                 "vocoder"])
+            rep.rows.append({"graph": "manifest", "what": "exported set accepted by shared/manifest.ts loadManifest",
+                             "ok": ok, "config": "all parts", "detail": checked})
+            print(f"parity: manifest     loadManifest (schema, sizes, sha256 of 9 graphs): {'ok' if ok else 'FAIL'} "
+                  f"{checked.get('error', '')}", flush=True)
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)

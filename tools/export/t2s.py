@@ -133,8 +133,9 @@ class T2SStep(_T2SBase):
         return (logits, *ks, *vs)
 
 
-def export_t2s(model: nn.Module, out_dir: str, *, opset: int = 17, fp16: bool = False) -> None:
-    """Writes t2s_encoder.onnx, t2s_prefill.onnx and t2s_step.onnx into out_dir."""
+def export_t2s(model: nn.Module, out_dir: str, graphs=("t2s_encoder", "t2s_prefill", "t2s_step"), *, opset: int = 17,
+               fp16: bool = False) -> None:
+    """Writes t2s_encoder.onnx, t2s_prefill.onnx and t2s_step.onnx (those of them in `graphs`) into out_dir."""
     import os
 
     from onnx_util import export_onnx
@@ -146,25 +147,25 @@ def export_t2s(model: nn.Module, out_dir: str, *, opset: int = 17, fp16: bool = 
     bert = model.bert_proj.in_features
     ex_ref = torch.tensor([[1, 2, 3]], dtype=torch.int64)
     ex_text = torch.tensor([[4, 5, 6, 7]], dtype=torch.int64)
-    enc = T2SEncoder(model).eval()
-    export_onnx(enc, (ex_ref, ex_text, torch.zeros(3, bert), torch.zeros(4, bert)), os.path.join(out_dir, "t2s_encoder.onnx"),
-                inputs=["ref_seq", "text_seq", "ref_bert", "text_bert"], outputs=["x"],
-                dynamic={"ref_seq": {1: "Nr"}, "text_seq": {1: "Nt"}, "ref_bert": {0: "Nr"}, "text_bert": {0: "Nt"}, "x": {1: "N"}},
-                opset=opset, fp16=fp16)
+    if "t2s_encoder" in graphs:
+        export_onnx(T2SEncoder(model).eval(), (ex_ref, ex_text, torch.zeros(3, bert), torch.zeros(4, bert)),
+                    os.path.join(out_dir, "t2s_encoder.onnx"), inputs=["ref_seq", "text_seq", "ref_bert", "text_bert"],
+                    outputs=["x"], dynamic={"ref_seq": {1: "Nr"}, "text_seq": {1: "Nt"}, "ref_bert": {0: "Nr"},
+                                            "text_bert": {0: "Nt"}, "x": {1: "N"}}, opset=opset, fp16=fp16)
     kv = [f"k_{i}" for i in range(nl)] + [f"v_{i}" for i in range(nl)]
-    pre = T2SPrefill(model).eval()
-    dyn = {"x": {1: "N"}, "prompts": {1: "T25"}}
-    dyn.update({n: {2: "NT"} for n in kv})
-    export_onnx(pre, (torch.zeros(1, 7, H), torch.tensor([[1, 2, 3, 4, 5]], dtype=torch.int64)),
-                os.path.join(out_dir, "t2s_prefill.onnx"), inputs=["x", "prompts"], outputs=["logits"] + kv,
-                dynamic=dyn, opset=opset, fp16=fp16)
-    step = T2SStep(model).eval()
-    b, kc = 2, 16
-    past = [torch.zeros(b, Hh, kc, Dh) for _ in range(2 * nl)]
-    past_names = [f"past_k_{i}" for i in range(nl)] + [f"past_v_{i}" for i in range(nl)]
-    dyn = {"token": {0: "B"}, "pos": {0: "B"}, "past_mask": {0: "B", 1: "Kc"}, "logits": {0: "B"}}
-    dyn.update({n: {0: "B", 2: "Kc"} for n in past_names})
-    dyn.update({n: {0: "B"} for n in kv})
-    export_onnx(step, (torch.zeros(b, 1, dtype=torch.int64), torch.tensor([5, 9]), torch.ones(b, kc), *past),
-                os.path.join(out_dir, "t2s_step.onnx"), inputs=["token", "pos", "past_mask"] + past_names,
-                outputs=["logits"] + kv, dynamic=dyn, opset=opset, fp16=fp16)
+    if "t2s_prefill" in graphs:
+        dyn = {"x": {1: "N"}, "prompts": {1: "T25"}}
+        dyn.update({n: {2: "NT"} for n in kv})
+        export_onnx(T2SPrefill(model).eval(), (torch.zeros(1, 7, H), torch.tensor([[1, 2, 3, 4, 5]], dtype=torch.int64)),
+                    os.path.join(out_dir, "t2s_prefill.onnx"), inputs=["x", "prompts"], outputs=["logits"] + kv,
+                    dynamic=dyn, opset=opset, fp16=fp16)
+    if "t2s_step" in graphs:
+        b, kc = 2, 16
+        past = [torch.zeros(b, Hh, kc, Dh) for _ in range(2 * nl)]
+        past_names = [f"past_k_{i}" for i in range(nl)] + [f"past_v_{i}" for i in range(nl)]
+        dyn = {"token": {0: "B"}, "pos": {0: "B"}, "past_mask": {0: "B", 1: "Kc"}, "logits": {0: "B"}}
+        dyn.update({n: {0: "B", 2: "Kc"} for n in past_names})
+        dyn.update({n: {0: "B"} for n in kv})
+        export_onnx(T2SStep(model).eval(), (torch.zeros(b, 1, dtype=torch.int64), torch.tensor([5, 9]), torch.ones(b, kc), *past),
+                    os.path.join(out_dir, "t2s_step.onnx"), inputs=["token", "pos", "past_mask"] + past_names,
+                    outputs=["logits"] + kv, dynamic=dyn, opset=opset, fp16=fp16)

@@ -1,0 +1,58 @@
+/**
+ * Parity of the exporter with upstream GPT-SoVITS (tools/export/parity.py, docs/parity.md).
+ *
+ * It needs a GPT-SoVITS checkout (GSV_UPSTREAM_DIR) and a Python with torch and onnx (GSV_PYTHON, else
+ * /usr/bin/python3, else python3). Without a checkout it prints why parity did not run and checks that
+ * the script refuses in the same words; with one it runs the whole comparison (about 10 minutes on
+ * two cores) and requires every row within its tolerance.
+ */
+import t from "tap";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fromRoot } from "../shared/paths.js";
+
+const upstreamDir = process.env.GSV_UPSTREAM_DIR ?? "";
+const script = fromRoot("tools", "export", "parity.py");
+
+function pythonWithTorch(): string | undefined {
+  for (const p of [process.env.GSV_PYTHON, "/usr/bin/python3", "python3"]) {
+    if (!p) continue;
+    const r = spawnSync(p, ["-c", "import torch, onnx, numpy"], { encoding: "utf8" });
+    if (r.status === 0) return p;
+  }
+  return undefined;
+}
+
+if (!upstreamDir) {
+  t.comment("parity with upstream not run: GSV_UPSTREAM_DIR is not set (point it at a GPT-SoVITS checkout to run tools/export/parity.py)");
+  t.test("parity.py refuses to run without a checkout, saying why", async (t) => {
+    const r = spawnSync(process.env.GSV_PYTHON ?? "python3", [script], { encoding: "utf8", env: { ...process.env, GSV_UPSTREAM_DIR: "" } });
+    t.equal(r.status, 2, "exit status 2: cannot run");
+    t.match(r.stderr, /parity: cannot run: no GPT-SoVITS checkout: pass --upstream DIR or set GSV_UPSTREAM_DIR/);
+  });
+} else {
+  t.setTimeout(40 * 60_000);
+  t.test("exported graphs match upstream's modules", { timeout: 40 * 60_000 }, async (t) => {
+    t.ok(existsSync(join(upstreamDir, "GPT_SoVITS", "AR", "models", "t2s_model.py")), `${upstreamDir} is a GPT-SoVITS checkout`);
+    const py = pythonWithTorch();
+    if (!py) {
+      t.fail("GSV_UPSTREAM_DIR is set but no Python with torch, onnx and numpy was found (apt-get install python3-torch python3-onnx python3-scipy python3-packaging, or set GSV_PYTHON)");
+      return;
+    }
+    const work = mkdtempSync(join(tmpdir(), "gsv-parity-test-"));
+    t.teardown(() => rmSync(work, { recursive: true, force: true }));
+    const json = join(work, "parity.json");
+    const r = spawnSync(py, [script, "--json", json], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], maxBuffer: 64 << 20 });
+    const lines = (r.stdout ?? "").split("\n").filter((l) => l.startsWith("parity:"));
+    for (const l of lines) t.comment(l);
+    t.equal(r.status, 0, `parity.py exit status (stderr tail: ${(r.stderr ?? "").slice(-1500)})`);
+    const res = JSON.parse(readFileSync(json, "utf8")) as { ok: boolean; rows: { graph: string; what: string; ok: boolean }[] };
+    const graphs = new Set(res.rows.map((row) => row.graph));
+    for (const g of ["t2s_encoder", "t2s_prefill", "t2s_step", "vq_extract", "ge_encoder", "sovits_encp", "cfm_dit", "vocoder", "cnhubert", "manifest"]) {
+      t.ok(graphs.has(g), `compared: ${g}`);
+    }
+    for (const row of res.rows) t.ok(row.ok, `${row.graph}: ${row.what}`);
+  });
+}
