@@ -48,6 +48,10 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     }
     // Warm up at the load's concurrency: onnxruntime's memory arenas grow to the largest batch shapes
     // the load makes, once; sampling before that would count the arenas as drift.
+    // First the largest batches the load can make: every client sends the same body at once, for each body.
+    for (const v of VARIANTS) {
+      for (let round = 0; round < 2; round++) await Promise.all(Array.from({ length: o.concurrency }, () => ttsCall(url, { ...v, timeout_ms: 60_000 }, 65_000)));
+    }
     let w = 0;
     await Promise.all(Array.from({ length: o.concurrency }, async () => {
       while (w < o.warmup) {
