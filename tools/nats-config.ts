@@ -65,37 +65,22 @@ function voicesKv(write: boolean): string[] {
   return [...manageStream(kvStream), `$JS.API.DIRECT.GET.${kvStream}.>`, `$JS.API.STREAM.MSG.GET.${kvStream}`, ...(write ? [`$KV.${Buckets.voices}.>`] : [])];
 }
 
-/** The voice registry (KV): the gateway lists, reads, registers and deletes voices. */
-function registryKv(): string[] {
-  const stream = `KV_${Buckets.voiceRegistry}`;
-  return [
-    ...manageStream(stream),
-    `$JS.API.DIRECT.GET.${stream}.>`,
-    `$JS.API.STREAM.MSG.GET.${stream}`,
-    // listing keys reads the bucket with an ordered consumer
-    `$JS.API.CONSUMER.CREATE.${stream}`,
-    `$JS.API.CONSUMER.CREATE.${stream}.>`,
-    `$JS.API.CONSUMER.DELETE.${stream}.>`,
-    `$JS.FC.${stream}.>`,
-    `$KV.${Buckets.voiceRegistry}.>`,
-  ];
+/** Read a stream's messages with an ordered consumer (KV key listings and watches, object chunks). */
+function orderedReads(stream: string): string[] {
+  return [`$JS.API.CONSUMER.CREATE.${stream}`, `$JS.API.CONSUMER.CREATE.${stream}.>`, `$JS.API.CONSUMER.DELETE.${stream}.>`, `$JS.FC.${stream}.>`];
 }
 
-/** Streamed segments' tokens so far (KV): gpt-semantic writes, sovits-decoder reads and watches. */
-function tokensKv(write: boolean): string[] {
-  const stream = `KV_${Buckets.tokens}`;
-  return [
-    ...manageStream(stream),
-    `$JS.API.DIRECT.GET.${stream}.>`,
-    `$JS.API.STREAM.MSG.GET.${stream}`,
-    // a watch reads the key with an ordered consumer
-    `$JS.API.CONSUMER.CREATE.${stream}`,
-    `$JS.API.CONSUMER.CREATE.${stream}.>`,
-    `$JS.API.CONSUMER.DELETE.${stream}.>`,
-    `$JS.FC.${stream}.>`,
-    ...(write ? [`$KV.${Buckets.tokens}.>`] : []),
-  ];
+/** A KV bucket read by key and by ordered consumer (listing keys, watching a key); `write` adds puts and deletes. */
+function watchedKv(bucket: string, write: boolean): string[] {
+  const stream = `KV_${bucket}`;
+  return [...manageStream(stream), `$JS.API.DIRECT.GET.${stream}.>`, `$JS.API.STREAM.MSG.GET.${stream}`, ...orderedReads(stream), ...(write ? [`$KV.${bucket}.>`] : [])];
 }
+
+/** The voice registry (KV): the gateway lists, reads, registers and deletes voices. */
+const registryKv = () => watchedKv(Buckets.voiceRegistry, true);
+
+/** Streamed segments' tokens so far (KV): gpt-semantic writes, sovits-decoder reads and watches. */
+const tokensKv = (write: boolean) => watchedKv(Buckets.tokens, write);
 
 /** Read the reference-audio object store (meta lookup, ordered consumer over the chunks); `write` adds puts. */
 function refAudioOs(write: boolean): string[] {
@@ -103,10 +88,7 @@ function refAudioOs(write: boolean): string[] {
     ...manageStream(osStream),
     `$JS.API.DIRECT.GET.${osStream}.>`,
     `$JS.API.STREAM.MSG.GET.${osStream}`,
-    `$JS.API.CONSUMER.CREATE.${osStream}`,
-    `$JS.API.CONSUMER.CREATE.${osStream}.>`,
-    `$JS.API.CONSUMER.DELETE.${osStream}.>`,
-    `$JS.FC.${osStream}.>`,
+    ...orderedReads(osStream),
     // the ordered consumer that reads an object's chunks looks its stream up by subject
     "$JS.API.STREAM.NAMES",
     ...(write ? [`$O.${Buckets.refAudio}.>`, `$JS.API.STREAM.PURGE.${osStream}`] : []),
