@@ -103,7 +103,8 @@ export type TextJob = z.infer<typeof TextJob>;
 const SegmentFields = {
   seg: z.number().int().min(0),
   segCount: z.number().int().min(1),
-  voiceKey: z.string().min(1).max(256).regex(/^[-/_=.a-zA-Z0-9]+$/, "voiceKey must be a KV key ([-/_=.a-zA-Z0-9])"),
+  // A KV key as the nats client accepts it: those characters, no leading or trailing dot, no empty token.
+  voiceKey: z.string().min(1).max(256).regex(/^(?!\.)(?!.*\.\.)[-/_=.a-zA-Z0-9]+(?<!\.)$/, "voiceKey must be a KV key ([-/_=.a-zA-Z0-9], no leading, trailing or double dot)"),
   promptIds: i32,
   textIds: i32,
   params: GenParams,

@@ -1,7 +1,7 @@
 import t from "tap";
 import { decode, decodeAs, encode, peekRouting } from "../shared/codec.js";
 import { GsvError } from "../shared/errors.js";
-import { TtsParams, VocoderJob } from "../shared/schemas.js";
+import { GptJob, TtsParams, VocoderJob } from "../shared/schemas.js";
 
 t.test("codec - typed arrays survive a round trip bit for bit", async (t) => {
   const f = new Float32Array([0, -1.5, 3.25, Number.NaN, Infinity, 1e-30]);
@@ -61,4 +61,10 @@ t.test("schemas - api_v2 defaults and coercion of query strings", async (t) => {
     t.notOk(TtsParams.safeParse({ text: "hi", text_lang: "en", ...bad }).success, `rejects ${JSON.stringify(bad)}`);
   }
   t.notOk(TtsParams.safeParse({ text_lang: "en" }).success, "text is required");
+});
+
+t.test("voiceKey: only keys the KV client accepts pass the schema (fuzz: ../secret/secret.wav gave INTERNAL)", async (t) => {
+  const key = GptJob.shape.voiceKey;
+  for (const ok of ["tiny.0123abcd", "a/b=c_d-e.f"]) t.ok(key.safeParse(ok).success, `${ok} accepted`);
+  for (const bad of ["../secret/secret.wav", ".hidden", "trailing.", "a..b", "sp ace", "a*b", ""]) t.notOk(key.safeParse(bad).success, `${JSON.stringify(bad)} refused`);
 });

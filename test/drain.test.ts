@@ -3,6 +3,7 @@
  * (the request completes with the same audio as an undisturbed run of the same seed), takes no new work
  * (a request sent during the drain is served by the replacement replica), and exits with status 0.
  */
+import { hostname } from "node:os";
 import t from "tap";
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -64,7 +65,7 @@ t.test("drain - SIGTERM mid-request: in-flight work finishes, new work goes else
   for (const [name, stage] of STAGES.filter(([n]) => !process.env.GSV_DRAIN_ONLY || n === process.env.GSV_DRAIN_ONLY)) {
     const tag = name.replace("-", "");
     const a = procs.get(name)!;
-    const aReplica = `${name}-${a.proc.pid}`;
+    const aReplica = `${name}-${hostname()}-${a.proc.pid}`; // shared/config.ts: service-host-pid
     const r1Replicas = replicasOf(`drain${tag}`, stage);
     let r1Done = false;
     const r1 = synthesize(env.nc, request(`drain${tag}`, 5)).finally(() => (r1Done = true));
