@@ -55,5 +55,11 @@ export class GsvError extends Error {
 export function toGsvError(err: unknown): GsvError {
   if (err instanceof GsvError) return err;
   const message = err instanceof Error ? err.message : String(err);
+  // A NATS request or JetStream API call that timed out or found no responder (a node or a stream leader
+  // going away, e.g. during a leader election) is a transient unavailability, not a bug.
+  const code = (err as { code?: unknown } | null)?.code;
+  if (code === "TIMEOUT" || code === "503" || /^(TIMEOUT|no responders)/i.test(message)) {
+    return new GsvError("STAGE_UNAVAILABLE", `NATS did not answer in time: ${message}`, { cause: err });
+  }
   return new GsvError("INTERNAL", message, { cause: err });
 }

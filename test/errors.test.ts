@@ -18,5 +18,10 @@ t.test("errors - GsvError carries code, status and detail; unknown errors become
   t.equal(new GsvError("OVERLOADED").message, ErrorCodes.OVERLOADED.message);
   t.equal(toGsvError(new Error("boom")).code, "INTERNAL");
   t.equal(toGsvError(e), e);
+  // NATS timeouts (a node or stream leader going away) are transient, not bugs (cluster test under load).
+  t.equal(toGsvError(Object.assign(new Error("TIMEOUT"), { code: "TIMEOUT" })).code, "STAGE_UNAVAILABLE");
+  t.equal(toGsvError(Object.assign(new Error("no responders available"), { code: "503" })).code, "STAGE_UNAVAILABLE");
+  t.equal(toGsvError(new Error("TIMEOUT")).code, "STAGE_UNAVAILABLE");
+  t.equal(toGsvError(new Error("a timeout of the model")).code, "INTERNAL", "only NATS's own timeout message");
   t.notOk(isErrorCode("toString"));
 });

@@ -26,13 +26,18 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { pathToFileURL } from "node:url";
 import { connect, type NatsConnection } from "nats";
-import { decode, encode } from "../shared/codec.js";
+import { Packr } from "msgpackr";
+import { decode } from "../shared/codec.js";
 import { encodeWav } from "../shared/dsp/index.js";
 import { ErrorCodes, isErrorCode } from "../shared/errors.js";
 import { fromRoot } from "../shared/paths.js";
 import { Buckets, PREFIX, Stages, Subjects, WorkQueues, type Stage } from "../shared/subjects.js";
 import { startService, startStack, type ServiceProcess, type Stack } from "./launch.js";
 import { prng } from "./loadgen.js";
+
+// Hostile payloads may hold maps of more than 65,535 keys, which the project's codec (fast 16-bit map
+// sizes) refuses to write; the services read either encoding the same way.
+const hostilePackr = new Packr({ moreTypes: true, useRecords: false, variableMapSize: true });
 
 export interface FuzzOptions {
   seed: number;
@@ -291,7 +296,7 @@ function natsPayload(r: Rand, stage: Stage, id: string, voiceKey: string, audioS
     for (let i = 0; i < n; i++) b[i] = (r() * 256) | 0;
     return { data: b, replyExpected: false };
   }
-  if (kind === 1) return { data: encode(hostileValue(r)), replyExpected: false };
+  if (kind === 1) return { data: hostilePackr.pack(hostileValue(r)), replyExpected: false };
   const job = validJob(stage, id, voiceKey, audioSha);
   const keys = Object.keys(job);
   let replyExpected = true;
@@ -311,7 +316,7 @@ function natsPayload(r: Rand, stage: Stage, id: string, voiceKey: string, audioS
   if (r() < 0.1) {
     job.pad = new Uint8Array(pick(r, [100_000, 1_000_000, 3_500_000]));
   }
-  return { data: encode(job), replyExpected };
+  return { data: hostilePackr.pack(job), replyExpected };
 }
 
 export async function runFuzz(o: FuzzOptions): Promise<FuzzReport> {
@@ -465,7 +470,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzReport> {
       } else if (target === 5 || target === 9) {
         // voice preparation and the real vocoder: request/reply, the answer must be coded
         const subject = target === 5 ? Subjects.voicePrepare : Subjects.vocode(VOCODER);
-        const data = r() < 0.3 ? encode({ audioSha: pick(r, [audioSha, "0".repeat(64), "../".repeat(21) + "x", hostileValue(r)]), deadline: hostileValue(r) }) : r() < 0.5 ? encode({ mel: hostileTyped(r), frames: hostileValue(r), deadline: Date.now() + 5000 }) : natsPayload(r, "vocoder", id, voiceKey, audioSha).data;
+        const data = r() < 0.3 ? hostilePackr.pack({ audioSha: pick(r, [audioSha, "0".repeat(64), "../".repeat(21) + "x", hostileValue(r)]), deadline: hostileValue(r) }) : r() < 0.5 ? hostilePackr.pack({ mel: hostileTyped(r), frames: hostileValue(r), deadline: Date.now() + 5000 }) : natsPayload(r, "vocoder", id, voiceKey, audioSha).data;
         try {
           const m = await nc.request(subject, data, { timeout: 20_000 });
           const rep = decode(m.data) as { ok?: boolean; code?: string };
