@@ -17,6 +17,8 @@ import { fromRoot } from "../shared/paths.js";
 import { GptJob, ReplyEvent, SovitsJob, type GenParams, type PreparedVoice, type TextJob } from "../shared/schemas.js";
 import { Subjects, WorkQueues, type Stage } from "../shared/subjects.js";
 import { VoiceStore } from "../shared/voices.js";
+import { checkGptJob } from "../shared/job-checks.js";
+import { GsvError } from "../shared/errors.js";
 import { expandBert, parseVocab, tokenizeChars } from "../services/text-frontend/bert.js";
 import { promptToPhones, textToSegments } from "../services/text-frontend/frontend.js";
 import { GptEngine, type GptRequest, type GptSessions } from "../services/gpt-semantic/engine.js";
@@ -112,6 +114,29 @@ t.test("manifest - bert_zh is optional; with it, its graph and vocab are verifie
   writeFileSync(join(broken, "bert_zh_vocab.txt"), TINY_BERT_VOCAB + "\nextra");
   t.throws(() => loadManifest(broken), ManifestError, "an altered vocab fails the check");
   t.ok(loadManifest(broken, { graphs: ["t2s_encoder"] }), "services that do not load bert_zh verify only their graphs");
+});
+
+t.test("job checks - malformed BERT rows fail alone with MALFORMED_MESSAGE", async (t) => {
+  const base: GptJob = { ...envelope("c1"), seg: 0, segCount: 1, voiceKey: "k", promptIds: Int32Array.from([5, 6, 3]), textIds: Int32Array.from([10, 20, 3]), params };
+  const rows = (n: number, index: number[], dim = D) => ({ dim, vecs: new Float32Array(n * dim).fill(0.5), index: Int32Array.from(index) });
+  t.doesNotThrow(() => checkGptJob({ ...base, textBert: rows(2, [0, 1, -1]), promptBert: rows(1, [0, 0, 0]) }, manifest));
+  const bad: [string, Partial<GptJob>][] = [
+    ["index shorter than the phones", { textBert: rows(2, [0, 1]) }],
+    ["index past the vectors", { textBert: rows(2, [0, 2, -1]) }],
+    ["index below -1", { promptBert: rows(1, [0, -2, 0]) }],
+    ["another dim", { textBert: rows(1, [0, 0, 0], 8) }],
+    ["vecs not a multiple of dim", { textBert: { dim: D, vecs: new Float32Array(D + 1), index: Int32Array.from([0, 0, 0]) } }],
+    ["a NaN", { textBert: { ...rows(1, [0, 0, 0]), vecs: new Float32Array(D).fill(NaN) } }],
+  ];
+  for (const [what, extra] of bad) {
+    let code: string | undefined;
+    try {
+      checkGptJob({ ...base, ...extra }, manifest);
+    } catch (err) {
+      code = err instanceof GsvError ? err.code : String(err);
+    }
+    t.equal(code, "MALFORMED_MESSAGE", what);
+  }
 });
 
 t.test("text-frontend → gpt-semantic with bert_zh: features reach t2s_encoder", async (t) => {
