@@ -8,6 +8,7 @@ export const ErrorCodes = {
   HEADERS_TOO_LARGE: { status: 431, retry: false, message: "the request line and headers are larger than 16 KB" },
   MISSING_TEXT: { status: 400, retry: false, message: "text is required and must not be empty" },
   TEXT_TOO_LONG: { status: 413, retry: false, message: "text is longer than the configured maximum" },
+  SEGMENT_TOO_LONG: { status: 413, retry: false, message: "a segment's BERT features do not fit in one message; split the text into shorter segments" },
   NO_SPEAKABLE_TEXT: { status: 400, retry: false, message: "the text has nothing that can be spoken" },
   UNKNOWN_LANGUAGE: { status: 400, retry: false, message: "unknown language" },
   UNSUPPORTED_LANGUAGE: { status: 422, retry: false, message: "this language is not implemented yet" },

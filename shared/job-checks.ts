@@ -22,6 +22,21 @@ function ids(field: string, xs: Int32Array, below: number): void {
   }
 }
 
+function bertRows(field: string, rows: GptJob["textBert"], phones: number, m: Manifest): void {
+  if (!rows) return;
+  const dim = m.dims.t2s.bertDim;
+  if (rows.dim !== dim) throw new GsvError("MALFORMED_MESSAGE", `${field}.dim is ${rows.dim}; the model set's bertDim is ${dim}`);
+  if (rows.vecs.length % dim !== 0) throw new GsvError("MALFORMED_MESSAGE", `${field}.vecs has ${rows.vecs.length} values, not a multiple of ${dim}`);
+  if (rows.index.length !== phones) throw new GsvError("MALFORMED_MESSAGE", `${field}.index has ${rows.index.length} entries for ${phones} phones`);
+  const n = rows.vecs.length / dim;
+  for (let i = 0; i < rows.index.length; i++) {
+    if (rows.index[i] < -1 || rows.index[i] >= n) throw new GsvError("MALFORMED_MESSAGE", `${field}.index[${i}] = ${rows.index[i]} is outside [-1, ${n})`);
+  }
+  for (let i = 0; i < rows.vecs.length; i++) {
+    if (!Number.isFinite(rows.vecs[i])) throw new GsvError("MALFORMED_MESSAGE", `${field}.vecs[${i}] is not finite`);
+  }
+}
+
 export function checkGptJob(job: GptJob, m: Manifest): void {
   if (job.textIds.length === 0) throw new GsvError("MALFORMED_MESSAGE", "textIds is empty");
   if (job.promptIds.length === 0) throw new GsvError("MALFORMED_MESSAGE", "promptIds is empty (v3 has no reference-free mode)");
@@ -30,6 +45,8 @@ export function checkGptJob(job: GptJob, m: Manifest): void {
   if (n > MAX_SEGMENT_PHONES) throw new GsvError("MALFORMED_MESSAGE", `${n} phones in one segment; at most ${MAX_SEGMENT_PHONES}`);
   ids("promptIds", job.promptIds, m.dims.t2s.phoneVocab);
   ids("textIds", job.textIds, m.dims.t2s.phoneVocab);
+  bertRows("promptBert", job.promptBert, job.promptIds.length, m);
+  bertRows("textBert", job.textBert, job.textIds.length, m);
 }
 
 export function checkSovitsJob(job: SovitsJob, m: Manifest): void {

@@ -22,6 +22,12 @@ export const GRAPH_NAMES = [
 
 export type GraphName = (typeof GRAPH_NAMES)[number];
 
+/** Graphs a model set may have (docs/models.md): `bert_zh`, zh BERT features for the text-frontend. */
+export const OPTIONAL_GRAPH_NAMES = ["bert_zh"] as const;
+export type OptionalGraphName = (typeof OPTIONAL_GRAPH_NAMES)[number];
+/** Any graph a service can load. */
+export type AnyGraphName = GraphName | OptionalGraphName;
+
 export const MANIFEST_FILE = "manifest.json";
 export const CONTRACT_VERSION = 1;
 
@@ -35,6 +41,17 @@ const GraphEntrySchema = z.object({
   sha256: z.string().regex(/^[0-9a-f]{64}$/, "must be 64 lowercase hex digits"),
   bytes: z.number().int().nonnegative(),
 });
+
+/** `bert_zh`: the graph, plus its BertTokenizer vocab.txt (one token per line), checked the same way. */
+const BertGraphEntrySchema = GraphEntrySchema.extend({ vocab: GraphEntrySchema });
+
+/** The nine graphs (all required) and the optional ones; no other key. */
+const GraphsSchema = z
+  .object({
+    ...(Object.fromEntries(GRAPH_NAMES.map((n) => [n, GraphEntrySchema])) as Record<GraphName, typeof GraphEntrySchema>),
+    bert_zh: BertGraphEntrySchema.optional(),
+  })
+  .strict();
 
 export const DimsSchema = z.object({
   t2s: z.object({
@@ -84,7 +101,7 @@ export const ManifestSchema = z
     symbols: z.literal("v2"),
     dims: DimsSchema,
     lengthPolicy: LengthPolicySchema.nullable(),
-    graphs: z.record(z.enum(GRAPH_NAMES), GraphEntrySchema),
+    graphs: GraphsSchema,
   })
   .superRefine((m, ctx) => {
     const d = m.dims.t2s;
@@ -96,9 +113,12 @@ export const ManifestSchema = z
       ctx.addIssue({ code: "custom", path: ["dims", "spec", "usedBins"], message: "must not exceed bins" });
     }
     const files = new Set<string>();
-    for (const [name, g] of Object.entries(m.graphs)) {
-      if (files.has(g.file)) ctx.addIssue({ code: "custom", path: ["graphs", name, "file"], message: `file ${g.file} is named twice` });
-      files.add(g.file);
+    const named: [string[], string][] = Object.entries(m.graphs).flatMap(([name, g]) =>
+      !g ? [] : [[["graphs", name, "file"], g.file] as [string[], string], ...("vocab" in g ? [[["graphs", name, "vocab", "file"], g.vocab.file] as [string[], string]] : [])],
+    );
+    for (const [path, file] of named) {
+      if (files.has(file)) ctx.addIssue({ code: "custom", path, message: `file ${file} is named twice` });
+      files.add(file);
     }
   });
 
@@ -121,8 +141,8 @@ export class ManifestError extends Error {
 export interface LoadManifestOptions {
   /** Check the size and sha256 of the graph files (default true). */
   verify?: boolean;
-  /** Verify only these graphs (default: all nine). */
-  graphs?: readonly GraphName[];
+  /** Verify only these graphs (default: all nine, and the optional ones the set has). */
+  graphs?: readonly AnyGraphName[];
 }
 
 /** sha256 of a file, as lowercase hex. */
@@ -130,14 +150,26 @@ export function sha256File(path: string): string {
   return createHash("sha256").update(readFileSync(path)).digest("hex");
 }
 
-/** The path of a graph's file. */
-export function graphPath(dir: string, manifest: Manifest, name: GraphName): string {
-  return join(dir, manifest.graphs[name].file);
+/** A graph's entry; throws ManifestError for an optional graph the set does not have. */
+export function graphEntry(manifest: Manifest, name: AnyGraphName): GraphEntry {
+  const entry = manifest.graphs[name];
+  if (!entry) throw new ManifestError(`model set ${manifest.name} has no ${name} graph`, MANIFEST_FILE);
+  return entry;
 }
 
-/** Throws ManifestError unless the graph's file exists with the size and sha256 the manifest gives. */
-export function verifyGraph(dir: string, manifest: Manifest, name: GraphName): void {
-  const entry = manifest.graphs[name];
+/** The path of a graph's file. */
+export function graphPath(dir: string, manifest: Manifest, name: AnyGraphName): string {
+  return join(dir, graphEntry(manifest, name).file);
+}
+
+/** Throws ManifestError unless the graph's file (and, for bert_zh, its vocab) exists with the size and sha256 the manifest gives. */
+export function verifyGraph(dir: string, manifest: Manifest, name: AnyGraphName): void {
+  const entry = graphEntry(manifest, name);
+  verifyFile(dir, name, entry);
+  if (name === "bert_zh" && manifest.graphs.bert_zh) verifyFile(dir, "bert_zh vocab", manifest.graphs.bert_zh.vocab);
+}
+
+function verifyFile(dir: string, name: string, entry: GraphEntry): void {
   const path = join(dir, entry.file);
   let size: number;
   try {
@@ -190,7 +222,8 @@ export function loadManifest(dir: string, opts: LoadManifestOptions = {}): Manif
   }
   const manifest = parseManifest(json, path);
   if (opts.verify ?? true) {
-    for (const name of opts.graphs ?? GRAPH_NAMES) verifyGraph(dir, manifest, name);
+    const optional = OPTIONAL_GRAPH_NAMES.filter((n) => manifest.graphs[n] !== undefined);
+    for (const name of opts.graphs ?? [...GRAPH_NAMES, ...optional]) verifyGraph(dir, manifest, name);
   }
   return manifest;
 }

@@ -1,6 +1,6 @@
 import { Worker } from "node:worker_threads";
 import { join } from "node:path";
-import type { Manifest, GraphName } from "./manifest.js";
+import { graphEntry, type AnyGraphName, type GraphName, type Manifest } from "./manifest.js";
 import type { Feeds, TensorLike } from "./tensor.js";
 import { GsvError } from "./errors.js";
 import { SimDevice, costDilation, ortBackend } from "./cost-model.js";
@@ -29,7 +29,7 @@ export class OrtPool {
 
   private constructor() {}
 
-  static async create(opts: { modelDir: string; manifest: Manifest; graphs: readonly GraphName[]; workers: number; intraOpThreads: number }): Promise<OrtPool> {
+  static async create(opts: { modelDir: string; manifest: Manifest; graphs: readonly AnyGraphName[]; workers: number; intraOpThreads: number }): Promise<OrtPool> {
     const pool = new OrtPool();
     if (ortBackend() === "cost-model") {
       const dilation = costDilation();
@@ -37,7 +37,7 @@ export class OrtPool {
       return pool;
     }
     const graphs: Record<string, string> = {};
-    for (const g of opts.graphs) graphs[g] = join(opts.modelDir, opts.manifest.graphs[g].file);
+    for (const g of opts.graphs) graphs[g] = join(opts.modelDir, graphEntry(opts.manifest, g).file);
     // Under tap's TypeScript loader this module is a .ts file, and so is its worker.
     const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
     const url = new URL(`./ort-worker${ext}`, import.meta.url);
@@ -72,12 +72,12 @@ export class OrtPool {
     return pool;
   }
 
-  run(graph: GraphName, feeds: Feeds): Promise<Record<string, TensorLike>> {
+  run(graph: AnyGraphName, feeds: Feeds): Promise<Record<string, TensorLike>> {
     if (this.#closed) return Promise.reject(new GsvError("INTERNAL", "onnxruntime pool is closed"));
     if (this.#devices.length) {
       let dev = this.#devices[0];
       for (const d of this.#devices) if (d.queued < dev.queued) dev = d;
-      return dev.run(graph, feeds).catch((err: Error) => Promise.reject(new GsvError("MODEL_ERROR", err.message)));
+      return dev.run(graph as GraphName, feeds).catch((err: Error) => Promise.reject(new GsvError("MODEL_ERROR", err.message)));
     }
     let slot = this.#slots[0];
     for (const s of this.#slots) if (s.busy < slot.busy) slot = s;

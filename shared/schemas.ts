@@ -111,7 +111,19 @@ const SegmentFields = {
   stream: StreamSpec.optional(),
 };
 
-export const GptJob = Envelope.extend(SegmentFields);
+/**
+ * zh BERT features of a segment, compact (docs/frontend.md): `vecs` [n, dim] holds one vector per zh
+ * character, `index` one entry per phone: the vector that phone's row takes, or -1 for a zero row.
+ */
+export const BertRows = z.object({ dim: z.number().int().positive(), vecs: f32, index: i32 });
+export type BertRows = z.infer<typeof BertRows>;
+
+export const GptJob = Envelope.extend({
+  ...SegmentFields,
+  /** Present only when the model set has bert_zh and the prompt / segment has a zh run; else zeros. */
+  promptBert: BertRows.optional(),
+  textBert: BertRows.optional(),
+});
 export type GptJob = z.infer<typeof GptJob>;
 
 export const SovitsJob = Envelope.extend({

@@ -27,6 +27,9 @@ export interface GptRequest {
   prompts: Int32Array;
   sampling: SamplingParams;
   seed: number;
+  /** zh BERT rows, phone-major [promptIds.length, bertDim] / [textIds.length, bertDim]; absent: zeros. */
+  promptBert?: Float32Array;
+  textBert?: Float32Array;
   /** Streaming: token counts (ascending) at which the tokens so far are reported (takePartials). */
   emitAt?: number[];
 }
@@ -75,6 +78,12 @@ export function tokenLimit(manifest: Manifest, textPhones: number): { limit: num
   const p = manifest.lengthPolicy;
   if (!p) return { limit: MAX_TOKENS, byPolicy: false };
   return { limit: Math.min(MAX_TOKENS, Math.max(p.minTokens, Math.ceil(p.tokensPerPhone * textPhones))), byPolicy: true };
+}
+
+function bertOrZeros(rows: Float32Array | undefined, n: number, dim: number, name: string): Float32Array {
+  if (!rows) return new Float32Array(n * dim);
+  if (rows.length !== n * dim) throw new Error(`${name} has ${rows.length} values, expected ${n} × ${dim}`);
+  return rows;
 }
 
 export interface EngineOptions {
@@ -227,8 +236,8 @@ export class GptEngine {
     const enc = await this.#s.t2s_encoder.run({
       ref_seq: new ort.Tensor("int64", i64(req.promptIds), [1, nr]),
       text_seq: new ort.Tensor("int64", i64(req.textIds), [1, nt]),
-      ref_bert: new ort.Tensor("float32", new Float32Array(nr * d.bertDim), [nr, d.bertDim]),
-      text_bert: new ort.Tensor("float32", new Float32Array(nt * d.bertDim), [nt, d.bertDim]),
+      ref_bert: new ort.Tensor("float32", bertOrZeros(req.promptBert, nr, d.bertDim, "promptBert"), [nr, d.bertDim]),
+      text_bert: new ort.Tensor("float32", bertOrZeros(req.textBert, nt, d.bertDim, "textBert"), [nt, d.bertDim]),
     });
     const n = nr + nt;
     const t25 = req.prompts.length;

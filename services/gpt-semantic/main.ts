@@ -15,6 +15,7 @@ import type { SpanContext } from "../../shared/trace.js";
 // The trace context of each request in the engine, so decode-step spans can link to the requests' spans.
 const contexts = new Map<string, SpanContext | undefined>();
 import { MAX_TOKENS } from "./engine.js";
+import { expandBert } from "../text-frontend/bert.js";
 import { encode } from "../../shared/codec.js";
 import { emitPoints, makeSchedule, tokensKey } from "../../shared/streaming.js";
 
@@ -61,7 +62,9 @@ const runner = new StageRunner({
     const schedule = stream ? makeSchedule(stream.mode, manifest.dims.cfm, voice.refMelFrames, voice.prompts.length, job.params.speed) : undefined;
     let firstSent = false;
     let chain: Promise<void> = Promise.resolve();
-    const sovitsJob = (tokens: Int32Array, final: boolean, timings: SovitsJob["timings"]): SovitsJob => ({ ...job, enqueuedAt: Date.now(), timings, tokens, tokensFinal: final });
+    // The BERT features stay here: later stages do not need them.
+    const { promptBert: _pb, textBert: _tb, ...segmentJob } = job;
+    const sovitsJob = (tokens: Int32Array, final: boolean, timings: SovitsJob["timings"]): SovitsJob => ({ ...segmentJob, enqueuedAt: Date.now(), timings, tokens, tokensFinal: final });
     const progress = (tokens: number, final: boolean) =>
       ctx.reply(job, { type: "progress", id: job.id, stage: "gpt", seg: job.seg, tokens, final, at: Date.now() });
     const onPartial = schedule
@@ -87,6 +90,9 @@ const runner = new StageRunner({
         prompts: voice.prompts,
         sampling: { topK: job.params.topK, topP: job.params.topP, temperature: job.params.temperature, repetitionPenalty: job.params.repetitionPenalty },
         seed: (job.params.seed + job.seg * 0x9e3779b1) >>> 0,
+        // zh BERT rows, expanded to one row per phone (absent: the engine passes zeros).
+        ...(job.promptBert ? { promptBert: expandBert(job.promptBert, job.promptIds.length, manifest.dims.t2s.bertDim) } : {}),
+        ...(job.textBert ? { textBert: expandBert(job.textBert, job.textIds.length, manifest.dims.t2s.bertDim) } : {}),
         ...(schedule ? { emitAt: emitPoints(schedule, MAX_TOKENS) } : {}),
       }, onPartial)
       .finally(() => {
@@ -105,7 +111,7 @@ const runner = new StageRunner({
       return;
     }
     const out: SovitsJob = {
-      ...job,
+      ...segmentJob,
       enqueuedAt: Date.now(),
       timings: [
         ...job.timings,

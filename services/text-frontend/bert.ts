@@ -10,8 +10,10 @@
  * independent and padding (attention_mask 0) never changes a real position, so all zh runs of a request
  * (every segment and the prompt) go through it in one padded batch.
  *
- * Output layout: one Float32Array per segment, phone-major [N_phones, D], which is what the t2s_encoder
- * graph's `ref_bert` / `text_bert` inputs take.
+ * Output layout: `bertFeatures` gives one Float32Array per segment, phone-major [N_phones, D], which is
+ * what the t2s_encoder graph's `ref_bert` / `text_bert` inputs take; `bertCompact` gives the form the GPT
+ * job carries (one vector per zh character plus a phone → vector index; gpt-semantic expands it with
+ * `expandBert`), about word2ph (~2-3×) times smaller.
  */
 import { readFileSync } from "node:fs";
 import type { Run } from "./frontend.js";
@@ -60,13 +62,21 @@ export interface BertSegment {
   runs: readonly Run[];
 }
 
+/** A segment's features, compact: one vector per zh character ([n, dim]) and, per phone, its vector (-1: zeros). */
+export interface CompactBert {
+  dim: number;
+  vecs: Float32Array;
+  index: Int32Array;
+}
+
 /**
- * Features for every segment: zh runs through the model in one batch, everything else zeros.
- * With no model (`runner` null) every segment is zeros, as upstream without a zh run.
+ * Compact features for every segment: zh runs through the model in one batch; a segment with no zh run
+ * (or every segment, when `model` is null) gets null, meaning all rows zero. A character with word2ph 0
+ * has no phone and takes no vector.
  */
-export async function bertFeatures(segments: readonly BertSegment[], model: { runner: BertRunner; vocab: BertVocab; dim?: number } | null): Promise<Float32Array[]> {
+export async function bertCompact(segments: readonly BertSegment[], model: { runner: BertRunner; vocab: BertVocab; dim?: number } | null): Promise<(CompactBert | null)[]> {
   const dim = model?.dim ?? BERT_DIM;
-  const out = segments.map((s) => new Float32Array(s.phones.length * dim));
+  const out: (CompactBert | null)[] = segments.map(() => null);
   if (!model) return out;
   // Collect the zh runs and where their phones start in their segment.
   const items: { seg: number; offset: number; tokens: number[]; word2ph: number[] }[] = [];
@@ -95,15 +105,47 @@ export async function bertFeatures(segments: readonly BertSegment[], model: { ru
   if (res.dims.length !== 3 || res.dims[0] !== B || res.dims[1] !== L || res.dims[2] !== dim) {
     throw new Error(`BERT graph returned hidden_m3 of shape [${res.dims.join(",")}], expected [${B},${L},${dim}]`);
   }
-  items.forEach((it, b) => {
-    const dst = out[it.seg];
-    let row = it.offset;
-    it.word2ph.forEach((n, c) => {
-      // Character c is token c + 1 (token 0 is [CLS]).
-      const src = res.data.subarray((b * L + c + 1) * dim, (b * L + c + 2) * dim);
-      for (let k = 0; k < n; k++) dst.set(src, (row + k) * dim);
-      row += n;
-    });
+  segments.forEach((s, si) => {
+    const mine = items.map((it, b) => ({ it, b })).filter(({ it }) => it.seg === si);
+    if (mine.length === 0) return;
+    const n = mine.reduce((acc, { it }) => acc + it.word2ph.filter((k) => k > 0).length, 0);
+    const vecs = new Float32Array(n * dim);
+    const index = new Int32Array(s.phones.length).fill(-1);
+    let v = 0;
+    for (const { it, b } of mine) {
+      let row = it.offset;
+      it.word2ph.forEach((k, c) => {
+        if (k <= 0) return;
+        // Character c is token c + 1 (token 0 is [CLS]).
+        vecs.set(res.data.subarray((b * L + c + 1) * dim, (b * L + c + 2) * dim), v * dim);
+        index.fill(v, row, row + k);
+        row += k;
+        v++;
+      });
+    }
+    out[si] = { dim, vecs, index };
   });
   return out;
+}
+
+/** Phone-major rows [phones, dim] from compact features (null: zeros), the layout of ref_bert / text_bert. */
+export function expandBert(c: CompactBert | null | undefined, phones: number, dim: number): Float32Array {
+  const out = new Float32Array(phones * dim);
+  if (!c) return out;
+  if (c.index.length !== phones || c.dim !== dim) throw new Error(`BERT rows for ${c.index.length} phones of dim ${c.dim}, expected ${phones} of ${dim}`);
+  for (let p = 0; p < phones; p++) {
+    const v = c.index[p];
+    if (v >= 0) out.set(c.vecs.subarray(v * dim, (v + 1) * dim), p * dim);
+  }
+  return out;
+}
+
+/**
+ * Features for every segment: zh runs through the model in one batch, everything else zeros.
+ * With no model (`runner` null) every segment is zeros, as upstream without a zh run.
+ */
+export async function bertFeatures(segments: readonly BertSegment[], model: { runner: BertRunner; vocab: BertVocab; dim?: number } | null): Promise<Float32Array[]> {
+  const dim = model?.dim ?? BERT_DIM;
+  const compact = await bertCompact(segments, model);
+  return compact.map((c, i) => expandBert(c, segments[i].phones.length, dim));
 }

@@ -9,9 +9,41 @@ import { StageRunner, runUntilSignalled, timing } from "../../shared/stage.js";
 import { Subjects } from "../../shared/subjects.js";
 import { traceHeaders } from "../../shared/trace.js";
 import { promptToPhones, textToSegments } from "./frontend.js";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { MANIFEST_FILE, graphPath, loadManifest } from "../../shared/manifest.js";
+import { OrtPool } from "../../shared/ort-pool.js";
+import { ortBackend } from "../../shared/cost-model.js";
+import { i64 } from "../../shared/tensor.js";
+import { bertCompact, loadVocab, type BertRunner, type BertVocab } from "./bert.js";
 
 const cfg = loadConfig("text-frontend");
 const nc = await connectNats({ url: cfg.natsUrl, name: cfg.replica });
+
+/**
+ * zh BERT (docs/frontend.md): when the model set has the optional bert_zh graph, it runs here (worker
+ * threads) and each GPT job carries its segment's and the prompt's features; otherwise nothing is sent
+ * and gpt-semantic passes zeros, as before.
+ */
+async function loadBert(): Promise<{ runner: BertRunner; vocab: BertVocab; dim: number; pool: OrtPool } | null> {
+  if (!existsSync(join(cfg.modelDir, MANIFEST_FILE)) || ortBackend() === "cost-model") return null;
+  const manifest = loadManifest(cfg.modelDir, { graphs: [] });
+  if (!manifest.graphs.bert_zh) return null;
+  loadManifest(cfg.modelDir, { graphs: ["bert_zh"] }); // size and sha256 of the graph and its vocab
+  const vocab = loadVocab(join(cfg.modelDir, manifest.graphs.bert_zh.vocab.file));
+  const pool = await OrtPool.create({ modelDir: cfg.modelDir, manifest, graphs: ["bert_zh"], workers: cfg.ortWorkers, intraOpThreads: cfg.ortThreads });
+  const runner: BertRunner = async ({ input_ids, attention_mask, token_type_ids, dims }) => {
+    const out = await pool.run("bert_zh", { input_ids: i64(input_ids, dims), attention_mask: i64(attention_mask, dims), token_type_ids: i64(token_type_ids, dims) });
+    const h = out.hidden_m3;
+    if (!h || !(h.data instanceof Float32Array)) throw new GsvError("MODEL_ERROR", "bert_zh returned no float32 hidden_m3");
+    return { data: h.data, dims: h.dims };
+  };
+  log.info("zh BERT features on", { graph: graphPath(cfg.modelDir, manifest, "bert_zh"), dim: manifest.dims.t2s.bertDim });
+  return { runner, vocab, dim: manifest.dims.t2s.bertDim, pool };
+}
+const bert = await loadBert();
+/** Bytes a GPT job may spend on BERT features: the server's max_payload less 64 KiB for everything else. */
+const bertBudget = Math.max(0, (nc.info?.max_payload ?? 1024 * 1024) - 64 * 1024);
 
 /** One attempt waits at most this long: a replica killed mid-preparation never answers, so ask again (another replica). */
 const PREPARE_ATTEMPT_MS = 15_000;
@@ -48,6 +80,15 @@ const runner = new StageRunner({
     voice.catch(() => undefined);
     const segments = textToSegments(job.text, job.textLang, job.splitMethod, { maxChars: cfg.maxTextChars });
     const prompt = promptToPhones(job.voice.promptText, job.voice.promptLang);
+    // One padded batch over every zh run of the request; the prompt's features are the last entry.
+    const feats = bert ? await bertCompact([...segments, prompt], bert) : [];
+    const promptBert = feats[segments.length] ?? null;
+    for (let seg = 0; seg < segments.length; seg++) {
+      const bytes = ((feats[seg]?.vecs.length ?? 0) + (promptBert?.vecs.length ?? 0)) * 4 + ((feats[seg]?.index.length ?? 0) + (promptBert?.index.length ?? 0)) * 4;
+      if (bytes > bertBudget) {
+        throw new GsvError("SEGMENT_TOO_LONG", `segment ${seg} ("${segments[seg].normText.slice(0, 40)}…") needs ${bytes} bytes of BERT features; one message holds ${bertBudget} (NATS max_payload less 64 KiB)`);
+      }
+    }
     const voiceKey = await voice;
     ctx.checkAlive(job);
     const t = timing("text", cfg.replica, job, started, 1, -1);
@@ -66,6 +107,8 @@ const runner = new StageRunner({
         voiceKey,
         promptIds,
         textIds: Int32Array.from(segments[seg].ids),
+        ...(promptBert ? { promptBert } : {}),
+        ...(feats[seg] ? { textBert: feats[seg]! } : {}),
         params: job.params,
         ...(job.stream ? { stream: job.stream } : {}),
       };
@@ -80,4 +123,5 @@ process.stdout.write(JSON.stringify({ ready: "text-frontend", replica: cfg.repli
 runUntilSignalled("text-frontend", async () => {
   await runner.stop();
   await nc.drain();
+  await bert?.pool.close();
 });
