@@ -58,7 +58,10 @@ t.test("cli - say --stream -o - writes a WAV of unknown length to stdout as it a
   const lines = r.stderr.split("\n").filter((l) => l.startsWith("["));
   const segs = Number(/(\d+) segments/.exec(r.stderr.match(/wrote stdout \(.*\)/)![0])![1]);
   t.ok(segs >= 4, `${segs} segments`);
-  t.equal(lines.length, segs, "one progress line per segment done");
+  // One line per segment done, and one more with the final audio total when it changed after the last one.
+  t.ok(lines.length === segs || lines.length === segs + 1, `one progress line per segment done, plus the final total (${lines.length} lines)`);
+  const total = Number(/([\d.]+) s audio/.exec(lines[lines.length - 1])![1]);
+  t.equal(total, Number((wav.samples.length / wav.sampleRate).toFixed(1)), "the last line shows all the audio written");
   t.match(lines[lines.length - 1], new RegExp(`\\[#{24}\\] ${segs}/${segs} segments, [\\d.]+ s audio`), "the bar ends full");
   const seconds = lines.map((l) => Number(/([\d.]+) s audio/.exec(l)![1]));
   t.ok(seconds.every((s, i) => i === 0 || s >= seconds[i - 1]), "audio seconds only grow");

@@ -113,11 +113,16 @@ class Progress {
     const segs = total ? `${this.#done}/${total} segments` : "";
     const line = `[${"#".repeat(fill)}${".".repeat(width - fill)}] ${segs}${segs ? ", " : ""}${(this.#samples / this.#sampleRate).toFixed(1)} s audio`;
     if (this.#tty) process.stderr.write(`\r${line}`);
-    else if (force && line !== this.#lastLine) process.stderr.write(line + "\n");
-    this.#lastLine = line;
+    else if (force && line !== this.#lastLine) {
+      process.stderr.write(line + "\n");
+      this.#lastLine = line; // the last line written, so that finish() writes the final total once
+    }
   }
   finish(): void {
-    if (this.enabled && this.#tty) process.stderr.write("\n");
+    if (!this.enabled) return;
+    // The last audio is handed over after the last segment's event: show the final total once more.
+    this.draw(true);
+    if (this.#tty) process.stderr.write("\n");
   }
 }
 
