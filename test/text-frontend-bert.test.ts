@@ -1,6 +1,6 @@
 /**
- * zh BERT feature path (services/text-frontend/bert.ts) with a tiny random BERT-shaped graph built here
- * (embeddings, one masked self-attention layer, projection to 1024): zeros without a model and for non-zh
+ * zh BERT feature path (services/text-frontend/bert.ts) with a tiny random BERT-shaped graph
+ * (test/helpers/tiny-bert.ts: embeddings, one masked self-attention layer, projection to 1024): zeros without a model and for non-zh
  * runs; for zh runs each character's hidden vector repeated word2ph times; one padded batch over several
  * sentences equals each sentence run alone and unpadded.
  */
@@ -11,33 +11,14 @@ import t from "tap";
 import * as ort from "onnxruntime-node";
 import { BERT_DIM, bertFeatures, parseVocab, tokenizeChars, type BertRunner } from "../services/text-frontend/bert.js";
 import { promptToPhones, textToSegments } from "../services/text-frontend/frontend.js";
-import { GraphBuilder, ParamFactory, Rng } from "../tools/onnx-builder.js";
+import { buildTinyBert, TINY_BERT_CHARS as CHARS, TINY_BERT_VOCAB } from "./helpers/tiny-bert.js";
 
-const HIDDEN = 16;
-
-/** A vocab in BERT's vocab.txt form: specials, then the characters the tests use. */
-const CHARS = Array.from("，。！？,.!?…-今天气很好我们一起去银行取钱你世界学生老师");
-const VOCAB_TEXT = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ...CHARS].join("\n");
-const vocab = parseVocab(VOCAB_TEXT);
-
-function buildTinyBert(): Uint8Array {
-  const g = new GraphBuilder("bert_zh");
-  const P = new ParamFactory(new Rng(7, "bert"));
-  const ids = g.input("input_ids", "i64", ["B", "L"]);
-  const mask = g.input("attention_mask", "i64", ["B", "L"]);
-  const types = g.input("token_type_ids", "i64", ["B", "L"]);
-  let x = g.add(g.gather(g.param(P.embedding("word", 5 + CHARS.length, HIDDEN)), ids), g.gather(g.param(P.embedding("type", 2, HIDDEN)), types));
-  const allowed = g.unsqueeze(g.cast(mask, "bool"), [1, 2]); // [B,1,1,L]: keys that are real tokens
-  x = g.add(x, g.selfAttention(x, P.attention("attn", HIDDEN, 2), allowed));
-  const h = g.linear(x, P.linear("out", HIDDEN, BERT_DIM));
-  g.output(h, "hidden_m3", "f32", ["B", "L", BERT_DIM]);
-  return g.build();
-}
+const vocab = parseVocab(TINY_BERT_VOCAB);
 
 const dir = mkdtempSync(join(tmpdir(), "gsv-bert-"));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 const file = join(dir, "bert_zh.onnx");
-writeFileSync(file, buildTinyBert());
+writeFileSync(file, buildTinyBert(BERT_DIM));
 
 let calls = 0;
 let lastBatch = 0;

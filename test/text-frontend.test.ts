@@ -5,6 +5,7 @@ import { g2pEnglish, letterToSound, normalizeEnglish, numberToWords, oovFallback
 import { LANGUAGE_MODES, cleanText, promptToPhones, textToSegments } from "../services/text-frontend/frontend.js";
 import { SPLIT_METHODS, cut5, splitText, type SplitMethod } from "../services/text-frontend/split.js";
 import { SYMBOLS, UNK_ID, phonesToIds, symbolId } from "../services/text-frontend/symbols.js";
+import { prng as rng } from "../tools/loadgen.js"; // mulberry32, seeded
 
 /** The dictionary's first pronunciation of a word, looked up here independently of english.ts. */
 function cmu(word: string): string[] {
@@ -24,17 +25,6 @@ function codeOf(fn: () => unknown): string | undefined {
 
 const lettersAndDigits = (s: string) => Array.from(s.matchAll(/[\p{L}\p{N}]/gu), (m) => m[0]).join("");
 
-/** Seeded PRNG (mulberry32) for the property tests. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // ---------------------------------------------------------------------------------------------------
 // Symbol table

@@ -13,6 +13,7 @@
  */
 import { dictionary } from "cmu-pronouncing-dictionary";
 import { letterToSound, lookupWord, oovFallback } from "../services/text-frontend/english.js";
+import { prng as rng } from "./loadgen.js"; // mulberry32, seeded
 
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -22,17 +23,6 @@ function arg(name: string, fallback: number): number {
   return v;
 }
 
-/** mulberry32: a small seeded PRNG, so the sample is the same on every run. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function editDistance(a: readonly string[], b: readonly string[]): number {
   let prev = Array.from({ length: b.length + 1 }, (_, j) => j);

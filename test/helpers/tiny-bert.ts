@@ -1,6 +1,6 @@
 /**
- * A tiny random BERT-shaped graph in the `bert_zh` contract (docs/models.md), the same construction as
- * test/text-frontend-bert.test.ts: embeddings, one masked self-attention layer, projection to `dim`; and
+ * A tiny random BERT-shaped graph in the `bert_zh` contract (docs/models.md), for the BERT tests:
+ * embeddings, one masked self-attention layer, projection to `dim`; and
  * a model set that is the tiny set plus this graph and its vocab.
  */
 import { copyFileSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
