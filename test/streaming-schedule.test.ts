@@ -10,7 +10,7 @@ import { loadManifest } from "../shared/manifest.js";
 import { fromRoot } from "../shared/paths.js";
 import { Rng } from "../shared/sampling.js";
 import { emitPoints, LOOKAHEAD_TOKENS, makeSchedule, melFrames, tokensFor, tokensNeeded, toStreamMode, windowEnd, windowFrames } from "../shared/streaming.js";
-import { GptEngine, type GptPartial, type GptSessions } from "../services/gpt-semantic/engine.js";
+import { GptEngine, type GptPartial, type GptRequest, type GptSessions } from "../services/gpt-semantic/engine.js";
 
 t.test("streaming schedule - melFrames follows docs/models.md, tokensFor is its least inverse", async (t) => {
   // docs/models.md: T50' = 2·T25 at speed 1, else ⌊2·T25/speed⌋+1 (decimal); Tm = ⌊1.875·T50'⌋.
@@ -79,6 +79,51 @@ t.test("streaming schedule - the GPT engine reports the tokens so far at the req
   t.same(partials.map((p) => p.id), ["streamed", "streamed", "streamed"], "only the streamed row reports, once per count reached");
   t.same(partials.map((p) => p.tokens.length), [5, 12, 30]);
   for (const p of partials) t.same(p.tokens, final.subarray(0, p.tokens.length), `the first ${p.tokens.length} tokens`);
+});
+
+t.test("streaming schedule - the GPT engine gets segment 0 of a streamed request to its first window before the request's other segments", async (t) => {
+  const dir = fromRoot("models", "tiny");
+  const manifest = loadManifest(dir);
+  const sessions = {} as GptSessions;
+  for (const g of ["t2s_encoder", "t2s_prefill", "t2s_step"] as const) sessions[g] = await ort.InferenceSession.create(join(dir, manifest.graphs[g].file), { intraOpNumThreads: 1 });
+  const req = (id: string, seed: number, stream?: { group: string; order: number }): GptRequest => ({
+    id,
+    promptIds: Int32Array.from({ length: 6 }, (_, k) => (k * 31 + seed) % 732),
+    textIds: Int32Array.from({ length: 20 }, (_, k) => (k * 13 + 5 + seed) % 732),
+    prompts: Int32Array.from({ length: 50 }, (_, k) => (k * 17 + seed) % 1024),
+    sampling: { topK: 15, topP: 1, temperature: 1, repetitionPenalty: 1.35 },
+    seed,
+    ...(stream ? { emitAt: [6, 20, 100000], ...stream } : {}),
+  });
+  const reqs = [
+    req("s.1", 1, { group: "s", order: 1 }), // arrives before segment 0
+    req("plain", 2), // not streamed: never held
+    req("s.0", 3, { group: "s", order: 0 }),
+    req("s.2", 4, { group: "s", order: 2 }),
+    req("t.1", 5, { group: "t", order: 1 }), // a request whose segment 0 is elsewhere: not held
+  ];
+  const alone = new Map<string, Int32Array>();
+  for (const r of reqs) {
+    const e = new GptEngine(sessions, manifest, { maxRows: 1 });
+    e.add(r);
+    while (!e.idle) for (const d of await e.step()) alone.set(d.id, d.tokens);
+  }
+  const engine = new GptEngine(sessions, manifest, { maxRows: 8, admitPerStep: 2 });
+  for (const r of reqs) engine.add(r);
+  const admittedAt = new Map<string, number>();
+  const firstPartialAt = new Map<string, number>();
+  const done = new Map<string, Int32Array>();
+  for (let step = 0; !engine.idle; step++) {
+    for (const d of await engine.step()) done.set(d.id, d.tokens);
+    for (const id of engine.rowIds) if (!admittedAt.has(id)) admittedAt.set(id, step);
+    for (const p of engine.takePartials()) if (!firstPartialAt.has(p.id)) firstPartialAt.set(p.id, step);
+  }
+  t.same([admittedAt.get("s.0"), admittedAt.get("plain"), admittedAt.get("t.1")], [0, 0, 1], "2 prefills a step in arrival order, segment 1 held: plain and segment 0 first, then the other request's segment (not held)");
+  const first = firstPartialAt.get("s.0")!;
+  t.ok(admittedAt.get("s.1")! >= first && admittedAt.get("s.2")! >= first, `segments 1 and 2 start once segment 0 has its first window's tokens (step ${first}); admitted at ${admittedAt.get("s.1")}, ${admittedAt.get("s.2")}`);
+  t.ok(firstPartialAt.get("s.1")! > first && firstPartialAt.get("s.2")! > first, "segment 0's first tokens reach sovits-decoder before the others'");
+  t.ok(Math.abs(admittedAt.get("s.2")! - admittedAt.get("s.1")!) <= 1, "segment 1 does not hold segment 2 back in turn (no chain)");
+  for (const r of reqs) t.same(done.get(r.id), alone.get(r.id), `${r.id}: the same tokens as alone`);
 });
 
 t.test("streaming schedule - DiT steps: earliest deadline first, and a streamed item leads a batch of its limit", async (t) => {

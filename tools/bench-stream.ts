@@ -3,9 +3,10 @@
  *
  *   node dist/tools/bench-stream.js [--quick] [--model-dir DIR] [--steps 8] [--out bench-out] [--runs N] [--modes 0,1,2,3]
  *
- * A ~20-second paragraph, one request in flight on a warm pipeline, through the typed NATS client:
+ * A paragraph of about 20 seconds of audio (20.6 s in 7 segments on the generated sets), one request in flight on a warm pipeline, through the typed NATS client:
  * for streaming_mode 0 (not streamed), 1, 2 and 3 the time until the first audio is playable in order
- * and until the last, median of several runs. `npm run bench` runs it too (report field `streaming`).
+ * and until the last, median of several rounds (each round runs every mode once, in turn). The ratio is
+ * the median TTFA over the median non-streamed latency; each round's own ratio is reported too. `npm run bench` runs it too (report field `streaming`).
  */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -20,8 +21,7 @@ import { startStack } from "./launch.js";
 export const PARAGRAPH =
   "The old lighthouse stood at the edge of the cliff for more than a century. Every night its keeper climbed the narrow stairs, " +
   "trimmed the wick, and watched the beam sweep across the dark water. Ships passing in the storm season counted on that light " +
-  "to find the harbour. When the keeper finally retired, the village gathered on the rocks to thank him, and the children " +
-  "promised to look after the lamp.";
+  "to find the harbour. When the keeper finally retired, the village gathered on the rocks to thank him.";
 
 export interface StreamingFigures {
   modelSet: string;
@@ -30,7 +30,7 @@ export interface StreamingFigures {
   audioSeconds: number;
   segments: number;
   /** Per mode: median ms to the first playable audio and to the end; TTFA over the non-streamed latency, and over the mode's own. */
-  modes: { mode: StreamMode; ttfaMs: number; totalMs: number; ttfaRatio: number; ttfaOfOwnTotal: number }[];
+  modes: { mode: StreamMode; ttfaMs: number; totalMs: number; ttfaRatio: number; ttfaOfOwnTotal: number; ttfaRatioPerRound: number[] }[];
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -45,24 +45,32 @@ export async function streamingLatency(o: { modelDir: string; steps: number; run
     const voice = { audioSha, promptText: readFileSync(fromRoot("voices", "default.txt"), "utf8").trim(), promptLang: "en" };
     const run = (mode: StreamMode) => client.synthesize({ text: PARAGRAPH, voice, params: { seed: 1234, sampleSteps: o.steps }, ...(mode ? { stream: mode } : {}) });
     await run(0); // warm every stage (sessions, dictionaries, the voice)
-    const modes: StreamingFigures["modes"] = [];
+    // Rounds of every mode, one request each, rather than all runs of one mode and then the next: on a
+    // shared machine the load drifts over minutes, and each round's ratio compares runs minutes apart at most.
+    const order = o.modes ?? ([0, 1, 2, 3] as StreamMode[]);
+    const ttfa = new Map<StreamMode, number[]>(order.map((m) => [m, []]));
+    const total = new Map<StreamMode, number[]>(order.map((m) => [m, []]));
     let audioSeconds = 0;
     let segments = 0;
-    for (const mode of o.modes ?? ([0, 1, 2, 3] as StreamMode[])) {
-      const ttfa: number[] = [];
-      const total: number[] = [];
-      for (let i = 0; i < o.runs; i++) {
+    for (let i = 0; i < o.runs; i++) {
+      for (const mode of order) {
         const r = await run(mode);
-        ttfa.push(r.firstAudioMs);
-        total.push(r.totalMs);
+        ttfa.get(mode)!.push(r.firstAudioMs);
+        total.get(mode)!.push(r.totalMs);
         audioSeconds = r.pcm.length / r.sampleRate;
         segments = r.segments;
       }
-      modes.push({ mode, ttfaMs: median(ttfa), totalMs: median(total), ttfaRatio: 0, ttfaOfOwnTotal: Math.round((1000 * median(ttfa)) / median(total)) / 1000 });
-      log(`  streaming_mode ${mode}: first audio ${median(ttfa)} ms, last ${median(total)} ms (runs: ${ttfa.join("/")} ms)`);
+      log(`  round ${i + 1}: ` + order.map((m) => `mode ${m} ${ttfa.get(m)![i]}/${total.get(m)![i]} ms`).join(", ") + " (first audio/last)");
     }
-    const full = modes[0].totalMs;
-    for (const m of modes) m.ttfaRatio = Math.round((1000 * m.ttfaMs) / full) / 1000;
+    const full = median(total.get(order[0])!);
+    const r3 = (x: number) => Math.round(1000 * x) / 1000;
+    const modes: StreamingFigures["modes"] = order.map((mode) => {
+      const f = ttfa.get(mode)!;
+      const t = total.get(mode)!;
+      const m = { mode, ttfaMs: median(f), totalMs: median(t), ttfaRatio: r3(median(f) / full), ttfaOfOwnTotal: r3(median(f) / median(t)), ttfaRatioPerRound: f.map((x, i) => r3(x / total.get(order[0])![i])) };
+      log(`  streaming_mode ${mode}: first audio ${m.ttfaMs} ms, last ${m.totalMs} ms (runs: ${f.join("/")} ms)`);
+      return m;
+    });
     const name = (JSON.parse(readFileSync(join(o.modelDir, "manifest.json"), "utf8")) as { name: string }).name;
     return { modelSet: name, sampleSteps: o.steps, runs: o.runs, audioSeconds: Math.round(audioSeconds * 100) / 100, segments, modes };
   } finally {
@@ -88,7 +96,8 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
   if (modes[0] !== 0) throw new Error("--modes must start with 0 (the non-streamed latency the ratios divide by)");
   const figures = await streamingLatency({ modelDir, steps: Number(values.steps), runs: Number(values.runs ?? (values.quick ? 3 : 5)), modes, log: console.log });
   console.log(`  ${figures.audioSeconds} s of audio in ${figures.segments} segments`);
-  for (const m of figures.modes) console.log(`  mode ${m.mode}: TTFA ${m.ttfaMs} ms = ${(100 * m.ttfaRatio).toFixed(1)} % of the non-streamed ${figures.modes[0].totalMs} ms (${(100 * m.ttfaOfOwnTotal).toFixed(1)} % of its own ${m.totalMs} ms)`);
+  for (const m of figures.modes)
+    console.log(`  mode ${m.mode}: TTFA ${m.ttfaMs} ms = ${(100 * m.ttfaRatio).toFixed(1)} % of the non-streamed ${figures.modes[0].totalMs} ms (${(100 * m.ttfaOfOwnTotal).toFixed(1)} % of its own ${m.totalMs} ms; per round ${m.ttfaRatioPerRound.map((x) => (100 * x).toFixed(1)).join("/")} %)`);
   mkdirSync(values.out!, { recursive: true });
   writeFileSync(join(values.out!, "streaming.json"), JSON.stringify(figures, null, 2));
 }

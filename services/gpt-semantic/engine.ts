@@ -32,6 +32,13 @@ export interface GptRequest {
   textBert?: Float32Array;
   /** Streaming: token counts (ascending) at which the tokens so far are reported (takePartials). */
   emitAt?: number[];
+  /**
+   * Streaming: the request this segment belongs to (shared by its segments) and the segment's index.
+   * The first audio comes first: while segment 0 has not reached its first `emitAt` count, the other
+   * segments of its request wait for admission (see #nextAdmissible).
+   */
+  group?: string;
+  order?: number;
 }
 
 export interface GptPartial {
@@ -278,6 +285,28 @@ export class GptEngine {
     };
   }
 
+  /**
+   * The waiting request to admit next: the first in arrival order, except that the later segments of a
+   * streamed request wait while its segment 0 (whose first window is the request's first audio) is
+   * waiting or still short of its first emit count. Segment 0 then decodes without the prefills and rows
+   * of its own request's other segments, so the first audio comes sooner; they join as soon as it has
+   * its first window's tokens. Only segment 0 holds the others back (a chain, each segment holding the
+   * next, would serialise the request). Requests that do not stream are never held. −1: none may start.
+   */
+  #nextAdmissible(): number {
+    let held: Set<string> | undefined; // streamed requests whose segment 0 is waiting or short of its first count
+    for (const row of this.#rows) {
+      const r = row.req;
+      if (r.group !== undefined && r.order === 0 && r.emitAt?.length && row.generated.length < r.emitAt[0]) (held ??= new Set()).add(r.group);
+    }
+    for (const r of this.#waiting) if (r.group !== undefined && r.order === 0 && r.emitAt) (held ??= new Set()).add(r.group);
+    for (let i = 0; i < this.#waiting.length; i++) {
+      const r = this.#waiting[i];
+      if (!held || r.group === undefined || !r.emitAt || r.order === 0 || !held.has(r.group)) return i;
+    }
+    return -1;
+  }
+
   #finish(row: Row, stoppedBy: GptResult["stoppedBy"], error?: string): GptResult {
     this.#addedAt.delete(row.req.id);
     this.#aborted.delete(row.req.id);
@@ -311,10 +340,12 @@ export class GptEngine {
 
     // 1. Admission: free rows, the KV budget, and a bound on prefills per iteration.
     for (let admitted = 0; admitted < this.#o.admitPerStep && this.#waiting.length && this.#rows.length < this.#o.maxRows; admitted++) {
-      const next = this.#waiting[0];
+      const at = this.#nextAdmissible();
+      if (at < 0) break;
+      const next = this.#waiting[at];
       const need = next.promptIds.length + next.textIds.length + next.prompts.length + 1;
       if (this.#rows.length > 0 && this.#bytesFor(need) > this.#o.kvBudgetBytes) break;
-      this.#waiting.shift();
+      this.#waiting.splice(at, 1);
       try {
         this.#rows.push(await this.#admit(next));
       } catch (err) {

@@ -93,7 +93,7 @@ const runner = new StageRunner({
         // zh BERT rows, expanded to one row per phone (absent: the engine passes zeros).
         ...(job.promptBert ? { promptBert: expandBert(job.promptBert, job.promptIds.length, manifest.dims.t2s.bertDim) } : {}),
         ...(job.textBert ? { textBert: expandBert(job.textBert, job.textIds.length, manifest.dims.t2s.bertDim) } : {}),
-        ...(schedule ? { emitAt: emitPoints(schedule, MAX_TOKENS) } : {}),
+        ...(schedule ? { emitAt: emitPoints(schedule, MAX_TOKENS), group: job.id, order: job.seg } : {}),
       }, onPartial)
       .finally(() => {
         unwatch();
