@@ -6,7 +6,7 @@ from a fixed seed, saves them as checkpoints in upstream's formats, exports them
 runs upstream's modules and the exported graphs (onnxruntime-node, as the services run them, through
 dist/tools/export/ort-run.js) on the same inputs and compares the outputs.
 
-  python3 tools/export/parity.py [--upstream DIR] [--work DIR] [--only t2s,sovits,vocoder,hubert]
+  python3 tools/export/parity.py [--upstream DIR] [--work DIR] [--only t2s,sovits,pipeline,vocoder,hubert]
                                  [--json FILE] [--markdown FILE]
 
 Exit status 0 when every comparison is within its tolerance, 1 otherwise, 2 when it cannot run.
@@ -144,22 +144,38 @@ def randomize_(module, gen) -> None:
             p.data.copy_(std * torch.randn(p.shape, generator=gen))
 
 
-def parity_t2s(args: argparse.Namespace, work: str, rep: Report) -> None:
-    import numpy as np
+def random_t2s(config: Dict[str, Any], work: str, seed: int):
+    """upstream's Text2SemanticDecoder with random weights, saved as s1v3.ckpt; returns (model, checkpoint
+    path, the generator that drew the weights)."""
     import torch
     from AR.models.t2s_model import Text2SemanticDecoder
 
-    cfg_text = "upstream full size: 24 layers, 16 heads, hidden 512, FFN 2048, vocab 1025, phones 732"
-    gen = torch.Generator().manual_seed(SEED)
-    torch.manual_seed(SEED)
-    model = Text2SemanticDecoder(config=T2S_CONFIG, top_k=3)
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = Text2SemanticDecoder(config=config, top_k=3)
     randomize_(model, gen)
     # The EOS column gets a low weight, so greedy decoding runs the whole compared length.
     with torch.no_grad():
         model.ar_predict_layer.weight[model.EOS] *= 0.1
     model.eval()
     ckpt = os.path.join(work, "s1v3.ckpt")
-    torch.save({"config": T2S_CONFIG, "weight": {f"model.{k}": v for k, v in model.state_dict().items()}}, ckpt)
+    torch.save({"config": config, "weight": {f"model.{k}": v for k, v in model.state_dict().items()}}, ckpt)
+    return model, ckpt, gen
+
+
+def t2s_dims(config: Dict[str, Any]) -> Dict[str, int]:
+    mc = config["model"]
+    return {"layers": mc["n_layer"], "heads": mc["head"], "headDim": mc["hidden_dim"] // mc["head"],
+            "hidden": mc["hidden_dim"], "ffn": mc["linear_units"], "vocab": mc["vocab_size"], "eos": mc["EOS"],
+            "phoneVocab": mc["phoneme_vocab_size"], "bertDim": 1024}
+
+
+def parity_t2s(args: argparse.Namespace, work: str, rep: Report) -> None:
+    import numpy as np
+    import torch
+
+    cfg_text = "upstream full size: 24 layers, 16 heads, hidden 512, FFN 2048, vocab 1025, phones 732"
+    model, ckpt, gen = random_t2s(T2S_CONFIG, work, SEED)
     out = args.set_dir
     t0 = time.time()
     export(args, out, ["--gpt", ckpt, "--only", "t2s_encoder,t2s_prefill,t2s_step"])
@@ -194,8 +210,7 @@ def parity_t2s(args: argparse.Namespace, work: str, rep: Report) -> None:
     print(f"parity: upstream decoded {len(ref_tokens)} tokens in {time.time() - t0:.1f} s", flush=True)
     steps = ref_logits.shape[0]
     fed = ref_tokens[: steps - 1]
-    dims = {"layers": 24, "heads": 16, "headDim": 32, "hidden": 512, "ffn": 2048, "vocab": 1025, "eos": 1024,
-            "phoneVocab": 732, "bertDim": 1024}
+    dims = t2s_dims(T2S_CONFIG)
     in_dir = save_inputs(os.path.join(work, "t2s_in"), {
         "ref_seq": ref_seq.numpy(), "text_seq": text_seq.numpy(), "ref_bert": ref_bert.numpy(),
         "text_bert": text_bert.numpy(), "prompts": prompts.numpy(), "tokens": fed.numpy().astype(np.int64), "t2s": dims})
@@ -233,15 +248,18 @@ DIT_SMALL = dict(dim=256, depth=3, heads=4, dim_head=64, ff_mult=2, text_dim=512
 CFM_STEPS = 4
 
 
-def parity_sovits(args: argparse.Namespace, work: str, rep: Report) -> None:
-    import numpy as np
+SOVITS_CFG_TEXT = ("upstream configs/s2.json (enc_p 192 wide, 6 text layers, MRTE, WaveNet 512×8, ge 512), "
+                   f"DiT reduced to {DIT_SMALL}")
+
+
+def random_sovits(args: argparse.Namespace, work: str):
+    """upstream's SynthesizerTrnV3 (module/models.py, the inference class) with random weights, saved as
+    s2Gv3.pth; returns (model, checkpoint path, the generator that drew the weights)."""
     import torch
     import sovits
 
     with open(os.path.join(upstream.upstream_dir(args.upstream), "GPT_SoVITS", "configs", "s2.json")) as f:
         hps = json.load(f)
-    cfg_text = ("upstream configs/s2.json (enc_p 192 wide, 6 text layers, MRTE, WaveNet 512×8, ge 512), "
-                f"DiT reduced to {DIT_SMALL}")
     gen = torch.Generator().manual_seed(SEED + 1)
     torch.manual_seed(SEED + 1)
     import module.models as mm
@@ -266,6 +284,15 @@ def parity_sovits(args: argparse.Namespace, work: str, rep: Report) -> None:
     model.eval()
     ckpt = os.path.join(work, "s2Gv3.pth")
     torch.save({"weight": model.state_dict(), "config": hps, "info": "parity random weights"}, ckpt)
+    return model, ckpt, gen
+
+
+def parity_sovits(args: argparse.Namespace, work: str, rep: Report) -> None:
+    import numpy as np
+    import torch
+
+    cfg_text = SOVITS_CFG_TEXT
+    model, ckpt, gen = random_sovits(args, work)
     out = args.set_dir
     t0 = time.time()
     export(args, out, ["--sovits", ckpt, "--only", "vq_extract,ge_encoder,sovits_encp,cfm_dit"])
@@ -330,6 +357,159 @@ def parity_sovits(args: argparse.Namespace, work: str, rep: Report) -> None:
                           "text": torch.cat([junk(text_), junk(text_)]).numpy()})
     rep.add("cfm_dit", f"padded batch row (x_lens {t_all} of {t_all + pad}) vs upstream", o["output"][0, :t_all],
             refs[1][0], 1e-3, 1e-4, cfg_text)
+
+
+# ---- the TypeScript pipeline: GPT tokens to the decoder's mel ---------------------------------------
+
+# A smaller GPT than the t2s part's (same classes and code paths), so that 200 greedy tokens (two CFM
+# windows) decode in seconds on both sides.
+T2S_PIPELINE_CONFIG = {**T2S_CONFIG, "model": {**T2S_CONFIG["model"], "n_layer": 4}}
+PIPELINE_TOKENS = 200
+PIPELINE_STEPS = 8
+PIPELINE_SEED = 4242
+
+
+def _upstream_spectrogram():
+    """upstream module.mel_processing.spectrogram_torch. The module imports librosa's mel filters at the
+    top (used only by mel_spectrogram_torch); without librosa a stand-in that refuses is registered first."""
+    import importlib.util
+    import types
+
+    if importlib.util.find_spec("librosa") is None and "librosa" not in sys.modules:
+        lib = types.ModuleType("librosa")
+        filters = types.ModuleType("librosa.filters")
+
+        def mel(*_a, **_k):
+            raise NotImplementedError("librosa is not installed (parity stand-in)")
+
+        filters.mel = mel
+        lib.filters = filters
+        sys.modules["librosa"], sys.modules["librosa.filters"] = lib, filters
+    from module.mel_processing import spectrogram_torch
+
+    return spectrogram_torch
+
+
+def parity_pipeline(args: argparse.Namespace, work: str, rep: Report) -> None:
+    """tools/export/ort-run.ts `pipeline` (gpt-semantic's engine, then sovits-decoder's encodeSegment and
+    decodeWindows, in one process) against upstream's inference functions, with the decoder's CFM noise
+    handed to upstream: the TypeScript side writes the noise each window starts from and upstream's
+    CFM.inference draws exactly that (torch.randn replaced while it runs)."""
+    import numpy as np
+    import torch
+    import contract
+    from scipy.io import wavfile
+
+    cfg_text = (f"GPT as the t2s part with 4 of 24 layers; SoVITS as the sovits part ({DIT_SMALL}); 3.2 s reference "
+                f"at 32 kHz; {PIPELINE_TOKENS} greedy tokens, {PIPELINE_STEPS} Euler steps, speed 1")
+    t2s_model, gpt_ckpt, gen = random_t2s(T2S_PIPELINE_CONFIG, work, SEED + 5)
+    sv_model, sv_ckpt, _ = random_sovits(args, work)
+    out = os.path.join(work, "set")
+    t0 = time.time()
+    export(args, out, ["--gpt", gpt_ckpt, "--sovits", sv_ckpt,
+                       "--only", "t2s_encoder,t2s_prefill,t2s_step,ge_encoder,sovits_encp,cfm_dit"])
+    print(f"parity: pipeline GPT and SoVITS exported in {time.time() - t0:.1f} s", flush=True)
+
+    # inputs: reference audio (a chord with noise, 16-bit PCM), its prompt tokens (no HuBERT here) and
+    # phones, the target phones
+    sr, n = 32000, 102400
+    tt = np.arange(n) / sr
+    wav = 0.2 * np.sin(2 * np.pi * 220 * tt) + 0.1 * np.sin(2 * np.pi * 1375 * tt + 1.0) \
+        + 0.05 * torch.randn(n, generator=gen).numpy()
+    pcm = np.clip(np.round(wav * 32768), -32768, 32767).astype(np.int16)
+    samples = torch.from_numpy(pcm.astype(np.float32) / 32768).unsqueeze(0)  # as torchaudio.load reads it
+    prompts = torch.randint(0, 1024, (1, 80), generator=gen)
+    ref_seq = torch.randint(0, 732, (1, 11), generator=gen)
+    text_seq = torch.randint(0, 732, (1, 27), generator=gen)
+    in_dir = os.path.join(work, "in")
+    save_inputs(in_dir, {"prompts": prompts.numpy(), "ref_seq": ref_seq.numpy(), "text_seq": text_seq.numpy(),
+                         "params": {"steps": PIPELINE_STEPS, "seed": PIPELINE_SEED, "speed": 1.0,
+                                    "maxTokens": PIPELINE_TOKENS}})
+    wavfile.write(os.path.join(in_dir, "ref.wav"), sr, pcm)
+    dims = contract.make_dims(layers=4, heads=16, hidden=512, ffn=2048, vocab=1025, eos=1024, phone_vocab=732,
+                              ssl_dim=768, codebook=1024, ge_dim=512, fea_dim=512)
+    with open(os.path.join(in_dir, "dims.json"), "w") as f:
+        json.dump(dims, f)
+    out_dir = os.path.join(work, "out")
+    t0 = time.time()
+    run_node("pipeline", out, in_dir, out_dir)
+    print(f"parity: TypeScript pipeline ran in {time.time() - t0:.1f} s", flush=True)
+    o = load_outputs(out_dir)
+
+    t0 = time.time()
+    with torch.no_grad():
+        # GPT: upstream's greedy infer_panel_naive, zero BERT (as the services feed a set without bert_zh)
+        phones = torch.cat([ref_seq, text_seq], dim=1)
+        y = None
+        for y, _ in t2s_model.infer_panel_naive(phones, torch.tensor([phones.shape[1]]), prompts,
+                                                torch.zeros(1, 1024, phones.shape[1]), top_k=1,
+                                                early_stop_num=PIPELINE_TOKENS - 1):  # stops with one more
+            pass
+        ref_tokens = y[0, prompts.shape[1]:]
+        rep.equal("pipeline", "greedy tokens (gpt-semantic engine)", o["tokens"], ref_tokens.numpy(), cfg_text)
+
+        # reference spectrogram (TTS._get_ref_spec: 32 kHz already, peak below 1) and ge (decode_encp)
+        spectrogram_torch = _upstream_spectrogram()
+        hps = torch.load(sv_ckpt, map_location="cpu")["config"]["data"]
+        spec = spectrogram_torch(samples, hps["filter_length"], hps["sampling_rate"], hps["hop_length"],
+                                 hps["win_length"], center=False)
+        rep.add("pipeline", f"reference spectrogram (32 kHz, {spec.shape[2]} frames)", o["spec"], spec[0].numpy(),
+                1e-4, 1e-5, cfg_text)
+
+        # TTS.using_vocoder_synthesis, step by step, on upstream's own tokens
+        codes = ref_tokens.reshape(1, 1, -1)
+        fea_ref, ge = sv_model.decode_encp(prompts.unsqueeze(0), ref_seq, spec)
+        rep.add("pipeline", "ge", o["ge"], ge.reshape(-1).numpy(), 1e-4, 1e-5, cfg_text)
+        rep.add("pipeline", f"fea_ref (T25 {prompts.shape[1]})", o["fea_ref"], fea_ref[0].numpy(), 1e-3, 1e-4, cfg_text)
+        # mel2 = norm_spec(mel_fn(ref_audio)): mel_fn needs librosa's filters, so the reference mel is the
+        # TypeScript one (shared/dsp melSpectrogram24k + normSpec), fed to upstream's loop as is
+        mel2 = torch.from_numpy(o["ref_mel"]).unsqueeze(0)
+        t_min = min(mel2.shape[2], fea_ref.shape[2])
+        mel2, fea_ref = mel2[:, :, :t_min], fea_ref[:, :, :t_min]
+        t_ref, t_chunk = dims["cfm"]["maxPromptFrames"], dims["cfm"]["maxFrames"]  # v3: T_ref 468, T_chunk 934
+        if t_min > t_ref:
+            mel2, fea_ref, t_min = mel2[:, :, -t_ref:], fea_ref[:, :, -t_ref:], t_ref
+        chunk_len = t_chunk - t_min
+        fea_todo, _ = sv_model.decode_encp(codes, text_seq, spec, ge, 1.0)
+        rep.add("pipeline", f"fea_todo (T25 {codes.shape[2]})", o["fea_todo"], fea_todo[0].numpy(), 1e-3, 1e-4, cfg_text)
+        noises = [torch.from_numpy(o[f"noise_{k}"]).unsqueeze(0) for k in range(len([x for x in o if x.startswith("noise_")]))]
+        real_randn = torch.randn
+        drawn: List[Any] = []
+
+        def randn_from_ts(size, *a, **k):
+            x = noises[len(drawn)]
+            if list(size) != list(x.shape):
+                raise RuntimeError(f"CFM window {len(drawn)}: upstream draws {list(size)}, TypeScript used {list(x.shape)}")
+            drawn.append(size)
+            return x.clone()
+
+        results = []
+        idx = 0
+        torch.randn = randn_from_ts
+        try:
+            while True:
+                chunk = fea_todo[:, :, idx: idx + chunk_len]
+                if chunk.shape[-1] == 0:
+                    break
+                idx += chunk_len
+                fea = torch.cat([fea_ref, chunk], 2).transpose(2, 1)
+                res = sv_model.cfm.inference(fea, torch.LongTensor([fea.size(1)]), mel2, PIPELINE_STEPS,
+                                             inference_cfg_rate=0)
+                res = res[:, :, mel2.shape[2]:]
+                mel2 = res[:, :, -t_min:]
+                fea_ref = chunk[:, :, -t_min:]
+                results.append(res)
+        finally:
+            torch.randn = real_randn
+        mel_norm = torch.cat(results, 2)
+        mel_ref = (mel_norm + 1) / 2 * (2 - (-12)) + (-12)  # denorm_spec (spec_min −12, spec_max 2)
+    print(f"parity: upstream GPT and decoder ran in {time.time() - t0:.1f} s", flush=True)
+    with open(os.path.join(out_dir, "pipeline.json")) as f:
+        ts_windows = json.load(f)["windows"]
+    up_windows = [r.shape[2] for r in results]
+    rep.equal("pipeline", f"CFM windows (frames per window)", ts_windows, up_windows, cfg_text)
+    rep.add("pipeline", f"mel, de-normalised ({mel_ref.shape[2]} frames, {len(results)} windows)", o["mel"],
+            mel_ref[0].numpy(), 1e-3, 1e-4, cfg_text)
 
 
 # ---- BigVGAN --------------------------------------------------------------------------------------
@@ -420,7 +600,8 @@ def parity_hubert(args: argparse.Namespace, work: str, rep: Report) -> None:
 # ---- main -----------------------------------------------------------------------------------------
 
 
-PARTS = {"t2s": parity_t2s, "sovits": parity_sovits, "vocoder": parity_vocoder, "hubert": parity_hubert}
+PARTS = {"t2s": parity_t2s, "sovits": parity_sovits, "pipeline": parity_pipeline, "vocoder": parity_vocoder,
+         "hubert": parity_hubert}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
