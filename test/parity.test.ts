@@ -5,7 +5,7 @@
  * /usr/bin/python3, else python3). Without a checkout it prints why parity did not run and checks that
  * the script refuses in the same words; with one it runs the whole comparison (about 20 minutes on
  * two cores) and requires every row within its tolerance. GSV_PARITY_ONLY (comma-separated parts of
- * parity.py: t2s, sovits, pipeline, vocoder, hubert) runs only those parts.
+ * parity.py: t2s, sovits, pipeline, vocoder, hubert, bert) runs only those parts.
  */
 import t from "tap";
 import { spawnSync } from "node:child_process";
@@ -46,7 +46,7 @@ if (!upstreamDir) {
     t.teardown(() => rmSync(work, { recursive: true, force: true }));
     const json = join(work, "parity.json");
     const only = (process.env.GSV_PARITY_ONLY ?? "").split(",").map((s) => s.trim()).filter(Boolean);
-    const parts = only.length ? only : ["t2s", "sovits", "pipeline", "vocoder", "hubert"];
+    const parts = only.length ? only : ["t2s", "sovits", "pipeline", "vocoder", "hubert", "bert"];
     if (only.length) t.comment(`GSV_PARITY_ONLY: running only ${only.join(", ")}`);
     const argv = [script, "--json", json, ...(only.length ? ["--only", only.join(",")] : [])];
     const r = spawnSync(py, argv, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], maxBuffer: 64 << 20 });
@@ -61,9 +61,15 @@ if (!upstreamDir) {
       pipeline: ["pipeline"],
       vocoder: ["vocoder"],
       hubert: ["cnhubert"],
+      bert: ["bert_zh"],
     };
     for (const p of parts) for (const g of expected[p] ?? [p]) t.ok(graphs.has(g), `compared: ${g}`);
     if (!only.length) t.ok(graphs.has("manifest"), "compared: manifest");
+    // the bert part: the graph on a padded batch, and the text-frontend's phone features against upstream's get_bert_feature
+    if (parts.includes("bert")) {
+      const whats = res.rows.filter((row) => row.graph === "bert_zh").map((row) => row.what);
+      for (const w of [/^hidden_m3, padded batch/, /^phone features, text-frontend bertFeatures vs get_bert_feature/]) t.ok(whats.some((x) => w.test(x)), `bert_zh compared: ${w.source}`);
+    }
     // the pipeline part: tokens, the reference's conditioning, fea, the CFM windows and the mel
     if (parts.includes("pipeline")) {
       const whats = res.rows.filter((row) => row.graph === "pipeline").map((row) => row.what);

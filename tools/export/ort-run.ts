@@ -22,6 +22,10 @@
  *       fea_todo, the initial noise of each CFM window (noise_<k>.npy, [bands, T], prefix zeroed, as the
  *       first DiT call of the window sees it) and mel.npy, the de-normalised mel the vocoder would get,
  *       windows joined without their overlap frames
+ *   node dist/tools/export/ort-run.js bert <setDir> <inDir> <outDir>
+ *       the text-frontend's zh BERT features (services/text-frontend/bert.ts bertFeatures: the set's
+ *       bert_zh_vocab.txt, one padded batch through bert_zh.onnx) for the zh runs of <inDir>/runs.json
+ *       ([{normText, word2ph}], one segment each); writes feat_<i>.npy [phones, dim]
  */
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -33,6 +37,7 @@ import { decodeWindows, ditBatch, encodeSegment, type DitInput } from "../../ser
 import { referenceConditioning } from "../../services/sovits-decoder/voice-prep.js";
 import { OrtPool } from "../../shared/ort-pool.js";
 import { decodeWav } from "../../shared/dsp/index.js";
+import { bertFeatures, loadVocab, type BertRunner } from "../../services/text-frontend/bert.js";
 
 type Arr = { dtype: "float32" | "int64" | "int32" | "float64"; shape: number[]; data: Float32Array | BigInt64Array | Int32Array | Float64Array };
 
@@ -250,14 +255,39 @@ async function runPipeline(setDir: string, inDir: string, outDir: string): Promi
   }
 }
 
+/** zh BERT features as the text-frontend computes them, from the set's bert_zh graph and vocabulary. */
+async function runBert(setDir: string, inDir: string, outDir: string): Promise<void> {
+  const runs = JSON.parse(readFileSync(join(inDir, "runs.json"), "utf8")) as { normText: string; word2ph: number[] }[];
+  const s = await session(join(setDir, "bert_zh.onnx"));
+  let dim = 0;
+  const runner: BertRunner = async ({ input_ids, attention_mask, token_type_ids, dims }) => {
+    const o = await s.run({
+      input_ids: new ort.Tensor("int64", input_ids, dims),
+      attention_mask: new ort.Tensor("int64", attention_mask, dims),
+      token_type_ids: new ort.Tensor("int64", token_type_ids, dims),
+    });
+    dim = o.hidden_m3.dims[2];
+    return { data: o.hidden_m3.data as Float32Array, dims: o.hidden_m3.dims };
+  };
+  // the graph's width, from a one-token call, so bertFeatures checks the batch's output against it
+  await runner({ input_ids: BigInt64Array.of(0n), attention_mask: BigInt64Array.of(1n), token_type_ids: BigInt64Array.of(0n), dims: [1, 1] });
+  const segments = runs.map((r) => {
+    const phones = r.word2ph.flatMap((k, i) => Array.from({ length: k }, (_, j) => `p${i}.${j}`));
+    return { phones, runs: [{ lang: "zh", text: r.normText, normText: r.normText, phones, word2ph: r.word2ph }] };
+  });
+  const feats = await bertFeatures(segments, { runner, vocab: loadVocab(join(setDir, "bert_zh_vocab.txt")), dim });
+  feats.forEach((f, i) => writeNpy(join(outDir, `feat_${i}.npy`), { dtype: "float32", shape: [segments[i].phones.length, dim], data: f }));
+}
+
 async function main(argv: string[]): Promise<void> {
   const [mode, a, inDir, outDir] = argv;
-  if (!mode || !a || !inDir || !outDir) throw new Error("usage: ort-run graph|t2s|gpt|manifest <model|setDir> <inDir> <outDir>");
+  if (!mode || !a || !inDir || !outDir) throw new Error("usage: ort-run graph|t2s|gpt|pipeline|bert|manifest <model|setDir> <inDir> <outDir>");
   mkdirSync(outDir, { recursive: true });
   if (mode === "graph") await runGraph(a, inDir, outDir);
   else if (mode === "t2s") await runT2s(a, inDir, outDir);
   else if (mode === "gpt") await runGpt(a, inDir, outDir);
   else if (mode === "pipeline") await runPipeline(a, inDir, outDir);
+  else if (mode === "bert") await runBert(a, inDir, outDir);
   else if (mode === "manifest") {
     // loadManifest as every service calls it: schema, then size and sha256 of each graph file
     let result: Record<string, unknown>;

