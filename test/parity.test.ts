@@ -5,7 +5,7 @@
  * /usr/bin/python3, else python3). Without a checkout it prints why parity did not run and checks that
  * the script refuses in the same words; with one it runs the whole comparison (about 20 minutes on
  * two cores) and requires every row within its tolerance. GSV_PARITY_ONLY (comma-separated parts of
- * parity.py: t2s, sovits, pipeline, vocoder, hubert, bert) runs only those parts.
+ * parity.py: t2s, sovits, pipeline, vocoder, hubert, bert, lora) runs only those parts.
  */
 import t from "tap";
 import { spawnSync } from "node:child_process";
@@ -46,7 +46,7 @@ if (!upstreamDir) {
     t.teardown(() => rmSync(work, { recursive: true, force: true }));
     const json = join(work, "parity.json");
     const only = (process.env.GSV_PARITY_ONLY ?? "").split(",").map((s) => s.trim()).filter(Boolean);
-    const parts = only.length ? only : ["t2s", "sovits", "pipeline", "vocoder", "hubert", "bert"];
+    const parts = only.length ? only : ["t2s", "sovits", "pipeline", "vocoder", "hubert", "bert", "lora"];
     if (only.length) t.comment(`GSV_PARITY_ONLY: running only ${only.join(", ")}`);
     const argv = [script, "--json", json, ...(only.length ? ["--only", only.join(",")] : [])];
     const r = spawnSync(py, argv, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], maxBuffer: 64 << 20 });
@@ -62,6 +62,7 @@ if (!upstreamDir) {
       vocoder: ["vocoder"],
       hubert: ["cnhubert"],
       bert: ["bert_zh"],
+      lora: ["lora"],
     };
     for (const p of parts) for (const g of expected[p] ?? [p]) t.ok(graphs.has(g), `compared: ${g}`);
     if (!only.length) t.ok(graphs.has("manifest"), "compared: manifest");

@@ -6,7 +6,7 @@ from a fixed seed, saves them as checkpoints in upstream's formats, exports them
 runs upstream's modules and the exported graphs (onnxruntime-node, as the services run them, through
 dist/tools/export/ort-run.js) on the same inputs and compares the outputs.
 
-  python3 tools/export/parity.py [--upstream DIR] [--work DIR] [--only t2s,sovits,pipeline,vocoder,hubert,bert]
+  python3 tools/export/parity.py [--upstream DIR] [--work DIR] [--only t2s,sovits,pipeline,vocoder,hubert,bert,lora]
                                  [--json FILE] [--markdown FILE]
 
 Exit status 0 when every comparison is within its tolerance, 1 otherwise, 2 when it cannot run.
@@ -512,6 +512,105 @@ def parity_pipeline(args: argparse.Namespace, work: str, rep: Report) -> None:
             mel_ref[0].numpy(), 1e-3, 1e-4, cfg_text)
 
 
+# ---- v3 LoRA ---------------------------------------------------------------------------------------
+
+LORA_RANK = 8
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # upstream's LoraConfig target_modules
+
+
+def parity_lora(args: argparse.Namespace, work: str, rep: Report) -> None:
+    """export_v3 --lora (the merge in sovits.merge_lora) against the LoRA applied unmerged, as peft's LoRA
+    layers compute it before merge_and_unload: y = W·x + b + (alpha/r)·B·(A·x), by forward hooks on the
+    target Linears of upstream's model. The checkpoints are written as upstream's training writes them
+    (s2_train_v3_lora.py + process_ckpt.savee): fp16 tensors, the LoRA file tagged "03" in place of the
+    zip magic, holding the LoRA A/B of the CFM under peft's names (cfm.base_model.model.….lora_A.default.weight),
+    the CFM's buffers under peft's names, and every tensor outside the CFM (trained along with the LoRA,
+    so it replaces the base's)."""
+    import io
+
+    import numpy as np
+    import torch
+
+    cfg_text = SOVITS_CFG_TEXT + f"; LoRA rank {LORA_RANK}, alpha {LORA_RANK}, on {', '.join(LORA_TARGETS)}; fp16 checkpoints"
+    model, _, gen = random_sovits(args, work)
+    base = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    hps = torch.load(os.path.join(work, "s2Gv3.pth"), map_location="cpu")["config"]
+    base_path = os.path.join(work, "s2Gv3_fp16.pth")
+    torch.save({"weight": base, "config": hps, "info": "parity random weights, fp16"}, base_path)
+    targets = [n for n, m in model.cfm.named_modules()
+               if isinstance(m, torch.nn.Linear) and any(n.endswith("." + t) for t in LORA_TARGETS)]
+    lora: Dict[str, torch.Tensor] = {}
+    for n in targets:
+        lin = model.cfm.get_submodule(n)
+        a = torch.randn(LORA_RANK, lin.in_features, generator=gen) / lin.in_features ** 0.5
+        b = torch.randn(lin.out_features, LORA_RANK, generator=gen) * 0.2
+        lora[f"cfm.base_model.model.{n}.lora_A.default.weight"] = a.half()
+        lora[f"cfm.base_model.model.{n}.lora_B.default.weight"] = b.half()
+    for k, v in model.cfm.named_buffers():
+        lora[f"cfm.base_model.model.{k}"] = v.half() if v.is_floating_point() else v
+    for k, v in base.items():
+        if not k.startswith("cfm."):
+            trained = v.float() + 0.1 * v.float().std() * torch.randn(v.shape, generator=gen) if v.is_floating_point() and v.numel() > 1 else v.float() if v.is_floating_point() else v
+            lora[k] = trained.half() if v.is_floating_point() else trained
+    bio = io.BytesIO()
+    torch.save({"weight": lora, "config": hps, "info": "parity LoRA", "lora_rank": LORA_RANK}, bio)
+    lora_path = os.path.join(work, "lora_v3.pth")
+    with open(lora_path, "wb") as f:
+        f.write(b"03" + bio.getvalue()[2:])
+    out = os.path.join(work, "set")
+    t0 = time.time()
+    export(args, out, ["--sovits", base_path, "--lora", lora_path, "--only", "sovits_encp,cfm_dit"])
+    print(f"parity: SoVITS with LoRA exported in {time.time() - t0:.1f} s", flush=True)
+
+    # upstream's model: the fp16 base loaded into fp32 parameters, then the LoRA file's tensors outside the CFM
+    model.load_state_dict(base)
+    missing, unexpected = model.load_state_dict({k: v for k, v in lora.items() if not k.startswith("cfm.")}, strict=False)
+    hooks = []
+    for n in targets:
+        a = lora[f"cfm.base_model.model.{n}.lora_A.default.weight"].float()
+        b = lora[f"cfm.base_model.model.{n}.lora_B.default.weight"].float()
+        hooks.append(model.cfm.get_submodule(n).register_forward_hook(
+            lambda mod, inp, y, a=a, b=b: y + (LORA_RANK / LORA_RANK) * (inp[0] @ a.T) @ b.T))
+
+    def graph(name: str, inputs: Dict[str, Any]) -> Dict[str, Any]:
+        d = save_inputs(os.path.join(work, f"{name}_in"), inputs)
+        run_node("graph", os.path.join(out, f"{name}.onnx"), d, os.path.join(work, f"{name}_out"))
+        return load_outputs(os.path.join(work, f"{name}_out"))
+
+    try:
+        with torch.no_grad():
+            refer = torch.rand(1, 1025, 160, generator=gen) * 2
+            codes = torch.randint(0, 1024, (1, 1, 37), generator=gen)
+            text = torch.randint(0, 732, (1, 21), generator=gen)
+            fea, ge = model.decode_encp(codes, text, refer, ge=None, speed=1)
+            o = graph("sovits_encp", {"codes": codes.numpy(), "text": text.numpy(), "ge": ge.numpy(),
+                                      "speed": np.array([1.0], dtype=np.float32)})
+            rep.add("lora", f"sovits_encp fea, the LoRA file's non-CFM weights (Tm {fea.shape[2]})", o["fea"], fea.numpy(),
+                    1e-3, 1e-4, cfg_text)
+            t_all = 96
+            inputs = {"x": torch.randn(1, 100, t_all, generator=gen), "cond": torch.randn(1, 100, t_all, generator=gen),
+                      "x_lens": torch.tensor([t_all]), "time": torch.tensor([0.25]), "dt_base_bootstrap": torch.tensor([0.25]),
+                      "text": torch.randn(1, 512, t_all, generator=gen)}
+            args_ = (inputs["x"], inputs["cond"], inputs["x_lens"], inputs["time"], inputs["dt_base_bootstrap"], inputs["text"])
+            with_lora = model.cfm.estimator(*args_, use_grad_ckpt=False, drop_audio_cond=False, drop_text=False,
+                                            infer=True)[0]
+            for h in hooks:
+                h.remove()
+            hooks = []
+            without = model.cfm.estimator(*args_, use_grad_ckpt=False, drop_audio_cond=False, drop_text=False,
+                                          infer=True)[0]
+    finally:
+        for h in hooks:
+            h.remove()
+    o = graph("cfm_dit", {k: v.numpy() for k, v in inputs.items()})
+    effect = float((with_lora - without).abs().max())
+    rep.add("lora", f"cfm_dit velocity, merged graph vs LoRA unmerged (T {t_all}; LoRA changes it by up to {effect:.2g})",
+            o["output"], with_lora.numpy(), 1e-3, 1e-4, cfg_text)
+    if not effect > 100 * rep.rows[-1].get("max_abs", math.inf):
+        rep.rows[-1]["ok"] = False
+        print(f"parity: lora         the LoRA's effect ({effect:.2g}) is not far above the error: FAIL", flush=True)
+
+
 # ---- BigVGAN --------------------------------------------------------------------------------------
 
 # nvidia/bigvgan_v2_24khz_100band_256x's config.json, with upsample_initial_channel 1536 reduced to 256
@@ -713,7 +812,7 @@ def parity_bert(args: argparse.Namespace, work: str, rep: Report) -> None:
 
 
 PARTS = {"t2s": parity_t2s, "sovits": parity_sovits, "pipeline": parity_pipeline, "vocoder": parity_vocoder,
-         "hubert": parity_hubert, "bert": parity_bert}
+         "hubert": parity_hubert, "bert": parity_bert, "lora": parity_lora}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
