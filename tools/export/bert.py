@@ -25,7 +25,8 @@ VOCAB_FILE = "bert_zh_vocab.txt"
 
 
 class BertZh(nn.Module):
-    """hidden_states[-3] of a BertForMaskedLM, computed by its first N−2 layers only."""
+    """hidden_states[-3] of a BertForMaskedLM, computed by its first N−2 layers only (the model given is
+    cut to those layers in place)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()

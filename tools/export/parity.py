@@ -507,7 +507,7 @@ def parity_pipeline(args: argparse.Namespace, work: str, rep: Report) -> None:
     with open(os.path.join(out_dir, "pipeline.json")) as f:
         ts_windows = json.load(f)["windows"]
     up_windows = [r.shape[2] for r in results]
-    rep.equal("pipeline", f"CFM windows (frames per window)", ts_windows, up_windows, cfg_text)
+    rep.equal("pipeline", "CFM windows (frames per window)", ts_windows, up_windows, cfg_text)
     rep.add("pipeline", f"mel, de-normalised ({mel_ref.shape[2]} frames, {len(results)} windows)", o["mel"],
             mel_ref[0].numpy(), 1e-3, 1e-4, cfg_text)
 
