@@ -37,7 +37,7 @@ function py(args: string[], env: NodeJS.ProcessEnv = {}): { status: number | nul
 t.test("every Python file of the exporter compiles", async (t) => {
   const files = pyFiles(EXPORT_DIR);
   const names = files.map((f) => relative(EXPORT_DIR, f));
-  for (const must of ["export_v3.py", "parity.py", "contract.py", "t2s.py", "sovits.py", "vocoder.py", "hubert.py"]) {
+  for (const must of ["export_v3.py", "parity.py", "contract.py", "t2s.py", "sovits.py", "vocoder.py", "hubert.py", "bert.py"]) {
     t.ok(names.includes(must), `${must} is there`);
   }
   // py_compile with the byte code written to the temporary folder, not into the repository
@@ -51,8 +51,11 @@ t.test("every Python file of the exporter compiles", async (t) => {
   t.not(rb.status, 0, "a syntax error fails the same check");
 });
 
-/** Runs tools/export/contract.py's writer on fake graph files (bytes that are not ONNX: the writer only hashes). */
-function writeSet(dir: string, dims: Record<string, number>, omit?: string): { status: number | null; stderr: string } {
+/**
+ * Runs tools/export/contract.py's writer on fake graph files (bytes that are not ONNX: the writer only hashes).
+ * `bertVocab`: also write bert_zh.onnx and bert_zh_vocab.txt with this text and pass contract.BERT_FILES.
+ */
+function writeSet(dir: string, dims: Record<string, number>, omit?: string, bertVocab?: string): { status: number | null; stderr: string } {
   const script = `
 import json, os, sys
 sys.path.insert(0, ${JSON.stringify(EXPORT_DIR)})
@@ -64,9 +67,16 @@ for i, g in enumerate(contract.GRAPH_NAMES):
         with open(os.path.join(d, g + ".onnx"), "wb") as f:
             f.write(bytes([i]) * (100 + i))
 dims = contract.make_dims(**json.loads(sys.argv[2]))
-contract.write_manifest(d, name="unit", description="contract writer test", dims=dims, extra={"tool": "test"})
+bert = None
+if len(sys.argv) > 3:
+    with open(os.path.join(d, contract.BERT_FILES["file"]), "wb") as f:
+        f.write(b"bert graph bytes")
+    with open(os.path.join(d, contract.BERT_FILES["vocab"]), "w", encoding="utf-8") as f:
+        f.write(sys.argv[3])
+    bert = contract.BERT_FILES
+contract.write_manifest(d, name="unit", description="contract writer test", dims=dims, extra={"tool": "test"}, bert_zh=bert)
 `;
-  const r = py(["-c", script, dir, JSON.stringify(dims)]);
+  const r = py(["-c", script, dir, JSON.stringify(dims), ...(bertVocab === undefined ? [] : [bertVocab])]);
   return { status: r.status, stderr: r.stderr };
 }
 
@@ -98,6 +108,31 @@ t.test("the contract writer's manifest is accepted by loadManifest", async (t) =
   // an altered graph file is refused
   writeFileSync(join(dir, "vocoder.onnx"), Buffer.alloc(100 + GRAPH_NAMES.indexOf("vocoder"), 7));
   t.throws(() => loadManifest(dir), ManifestError, "a graph whose bytes changed fails its sha256 check");
+});
+
+t.test("the contract writer adds the optional bert_zh graph with its vocab", async (t) => {
+  const dir = join(tmp, "bert-set");
+  const vocab = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n，\n今\n天\n";
+  const r = writeSet(dir, SIZES, undefined, vocab);
+  t.equal(r.status, 0, r.stderr);
+  const m = loadManifest(dir);
+  t.same(Object.keys(m.graphs).sort(), [...GRAPH_NAMES, "bert_zh"].sort(), "the nine graphs and bert_zh");
+  const b = m.graphs.bert_zh!;
+  t.equal(b.file, "bert_zh.onnx");
+  t.equal(b.sha256, createHash("sha256").update("bert graph bytes").digest("hex"), "graph sha256");
+  t.equal(b.vocab.file, "bert_zh_vocab.txt");
+  t.equal(b.vocab.bytes, Buffer.byteLength(vocab), "vocab size");
+  t.equal(b.vocab.sha256, createHash("sha256").update(vocab).digest("hex"), "vocab sha256");
+  // the vocab is verified like a graph
+  writeFileSync(join(dir, "bert_zh_vocab.txt"), vocab.replace("今", "明"));
+  t.throws(() => loadManifest(dir), ManifestError, "a vocab whose bytes changed fails its sha256 check");
+  t.doesNotThrow(() => loadManifest(dir, { graphs: [...GRAPH_NAMES] }), "services that do not load bert_zh do not verify it");
+  // a vocab the text-frontend could not use is refused by the writer
+  const bad = writeSet(join(tmp, "bert-bad"), SIZES, undefined, "[PAD]\n[UNK]\n[SEP]\n今\n");
+  t.not(bad.status, 0, "a vocab without [CLS] gets no manifest");
+  t.match(bad.stderr, /the BERT vocabulary has no \[CLS\]/);
+  // without bert files the manifest has no bert_zh (the earlier test's set)
+  t.notOk("bert_zh" in loadManifest(join(tmp, "set"), { verify: false }).graphs, "a set exported without --roberta lists no bert_zh");
 });
 
 t.test("the contract writer refuses what the contract forbids", async (t) => {

@@ -31,11 +31,25 @@ export async function prepareVoice(pool: OrtPool, manifest: Manifest, audioSha: 
   const codes = await pool.run("vq_extract", { ssl_content: ssl.ssl_content });
   const prompts = int64ToInt32(codes.prompts, "prompts");
 
+  const { ge, refMel, refMelFrames } = await referenceConditioning(pool, manifest, samples, sampleRate);
+  return { audioSha, prompts, ge, refMel, refMelFrames, seconds };
+}
+
+/**
+ * The decoder's conditioning from the reference audio: ge from the 32 kHz linear spectrogram (bins
+ * 0..703 in the graph), and the CFM prompt, the 24 kHz log-mel normalised to [−1, 1] (upstream's
+ * `norm_spec(mel_fn(ref))`). The spectrogram is returned too (tools/export/ort-run.ts compares it).
+ */
+export async function referenceConditioning(
+  pool: OrtPool,
+  manifest: Manifest,
+  samples: Float32Array,
+  sampleRate: number,
+): Promise<{ ge: Float32Array; refMel: Float32Array; refMelFrames: number; spec: { data: Float32Array; frames: number } }> {
   const spec = linearSpectrogram32k(resample(samples, sampleRate, 32000));
   const geOut = await pool.run("ge_encoder", { refer: f32(spec.data, [1, manifest.dims.spec.bins, spec.frames]) });
   const ge = asFloat32(geOut.ge, "ge");
-
   const mel = melSpectrogram24k(resample(samples, sampleRate, 24000));
   normSpec(mel.data);
-  return { audioSha, prompts, ge, refMel: mel.data, refMelFrames: mel.frames, seconds };
+  return { ge, refMel: mel.data, refMelFrames: mel.frames, spec };
 }

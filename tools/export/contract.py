@@ -24,6 +24,11 @@ GRAPH_NAMES = (
     "vocoder",
 )
 
+#: Optional graphs a set may add (shared/manifest.ts OPTIONAL_GRAPH_NAMES): zh BERT features, with the
+#: tokenizer's vocabulary next to it.
+BERT_GRAPH = "bert_zh"
+BERT_FILES = {"file": "bert_zh.onnx", "vocab": "bert_zh_vocab.txt"}
+
 #: Dims every v3 set shares (the audio front-ends and the CFM windowing of upstream v3).
 FIXED_DIMS: Dict[str, Any] = {
     "mel": {"bands": 100, "sampleRate": 24000, "nFft": 1024, "hop": 256, "win": 1024, "fmin": 0, "fmax": None,
@@ -65,13 +70,30 @@ def graph_entry(out_dir: str, file: str) -> Dict[str, Any]:
     return {"file": file, "sha256": sha256_file(path), "bytes": os.path.getsize(path)}
 
 
+def check_bert_vocab(path: str) -> None:
+    """Raises ValueError unless the file is a BERT vocab.txt the text-frontend can use (one token per
+    line, with [CLS], [SEP] and [UNK]), as services/text-frontend/bert.ts parseVocab requires."""
+    with open(path, encoding="utf-8") as f:
+        tokens = set(f.read().splitlines())
+    lacking = [t for t in ("[CLS]", "[SEP]", "[UNK]") if t not in tokens]
+    if lacking:
+        raise ValueError(f"{path}: the BERT vocabulary has no {', '.join(lacking)}")
+
+
+def has_bert(out_dir: str) -> bool:
+    return all(os.path.isfile(os.path.join(out_dir, f)) for f in BERT_FILES.values())
+
+
 def write_manifest(out_dir: str, *, name: str, description: str, dims: Dict[str, Any],
-                   files: Optional[Dict[str, str]] = None, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                   files: Optional[Dict[str, str]] = None, extra: Optional[Dict[str, Any]] = None,
+                   bert_zh: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """Writes out_dir/manifest.json for an exported set whose nine graphs are already in out_dir.
 
     `files` maps graph name to file name (default `<graph>.onnx`). Every graph file must exist; the
-    manifest records its size and sha256. Written under a temporary name and renamed, so a manifest
-    never names a half-written graph. Returns the manifest.
+    manifest records its size and sha256. `bert_zh` ({"file": graph, "vocab": vocab.txt}, e.g.
+    BERT_FILES) adds the optional zh BERT graph with its vocabulary, each recorded the same way. Written
+    under a temporary name and renamed, so a manifest never names a half-written graph. Returns the
+    manifest.
     """
     files = dict(files or {})
     missing = [g for g in GRAPH_NAMES if not os.path.isfile(os.path.join(out_dir, files.get(g, f"{g}.onnx")))]
@@ -91,6 +113,13 @@ def write_manifest(out_dir: str, *, name: str, description: str, dims: Dict[str,
         "lengthPolicy": None,
         "graphs": {g: graph_entry(out_dir, files.get(g, f"{g}.onnx")) for g in GRAPH_NAMES},
     }
+    if bert_zh:
+        for f in (bert_zh["file"], bert_zh["vocab"]):
+            if not os.path.isfile(os.path.join(out_dir, f)):
+                raise FileNotFoundError(f"{out_dir}: {BERT_GRAPH} file {f} missing")
+        check_bert_vocab(os.path.join(out_dir, bert_zh["vocab"]))
+        manifest["graphs"][BERT_GRAPH] = {**graph_entry(out_dir, bert_zh["file"]),
+                                          "vocab": graph_entry(out_dir, bert_zh["vocab"])}
     if extra:
         manifest["export"] = extra
     tmp = os.path.join(out_dir, f".{MANIFEST_FILE}.tmp")

@@ -2,12 +2,15 @@
 """Export a user's GPT-SoVITS v3 checkpoints to a model set of this project's contract (docs/models.md).
 
   python3 tools/export/export_v3.py --gpt s1v3.ckpt --sovits s2Gv3.pth [--lora lora.pth] \\
-      --bigvgan DIR --hubert DIR --out models/NAME [--name NAME] [--fp16] [--upstream DIR] [--only GRAPHS]
+      --bigvgan DIR --hubert DIR [--roberta DIR] --out models/NAME [--name NAME] [--fp16] [--upstream DIR] \\
+      [--only GRAPHS]
 
 --upstream (or GSV_UPSTREAM_DIR) is a GPT-SoVITS checkout: its module code builds the models the
 checkpoints are loaded into. --bigvgan is the folder of nvidia/bigvgan_v2_24khz_100band_256x
 (config.json + bigvgan_generator.pt); --hubert the folder of chinese-hubert-base (config.json +
-pytorch_model.bin). --only exports a subset (comma-separated graph names) and writes no manifest
+pytorch_model.bin); --roberta, optional, the folder of chinese-roberta-wwm-ext-large (config.json +
+pytorch_model.bin + vocab.txt or tokenizer.json), which adds the optional bert_zh graph and its
+vocabulary. --only exports a subset (comma-separated graph names) and writes no manifest
 unless the set is then complete. See docs/export.md.
 """
 from __future__ import annotations
@@ -31,6 +34,7 @@ GROUPS = {
     "sovits": ["vq_extract", "ge_encoder", "sovits_encp", "cfm_dit"],
     "vocoder": ["vocoder"],
     "hubert": ["cnhubert"],
+    "bert": [contract.BERT_GRAPH],
 }
 
 
@@ -41,22 +45,23 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--lora", help="a v3 LoRA checkpoint to merge into the CFM of --sovits")
     p.add_argument("--bigvgan", help="folder with config.json and bigvgan_generator.pt")
     p.add_argument("--hubert", help="folder of chinese-hubert-base (config.json, pytorch_model.bin)")
-    p.add_argument("--roberta", help="accepted for completeness; the contract has no BERT graph (see docs/export.md)")
+    p.add_argument("--roberta", help="folder of chinese-roberta-wwm-ext-large (config.json, pytorch_model.bin, vocab.txt "
+                                     "or tokenizer.json): adds the optional bert_zh graph")
     p.add_argument("--out", required=True, help="model set directory to write")
     p.add_argument("--name", help="manifest name (default: the --out folder's name)")
     p.add_argument("--description", default="", help="manifest description")
     p.add_argument("--fp16", action="store_true", help="store and compute the graphs in fp16 (GPU); I/O stay fp32")
     p.add_argument("--upstream", help="GPT-SoVITS checkout (default: $GSV_UPSTREAM_DIR)")
-    p.add_argument("--only", help="comma-separated graph names to export (default: all nine)")
+    p.add_argument("--only", help="comma-separated graph names to export (default: all nine, and bert_zh with --roberta)")
     p.add_argument("--opset", type=int, default=17)
     return p.parse_args(argv)
 
 
 def wanted(args: argparse.Namespace) -> List[str]:
     if not args.only:
-        return list(contract.GRAPH_NAMES)
+        return list(contract.GRAPH_NAMES) + ([contract.BERT_GRAPH] if args.roberta else [])
     names = [n.strip() for n in args.only.split(",") if n.strip()]
-    bad = [n for n in names if n not in contract.GRAPH_NAMES]
+    bad = [n for n in names if n not in contract.GRAPH_NAMES and n != contract.BERT_GRAPH]
     if bad:
         raise SystemExit(f"export_v3: not graphs of the contract: {', '.join(bad)}")
     return names
@@ -147,8 +152,23 @@ def main(argv: Optional[List[str]] = None) -> int:
         log("wrote cnhubert")
         del hm
 
+    # chinese-roberta-wwm-ext-large (optional)
+    if contract.BERT_GRAPH in graphs:
+        import bert
+
+        folder = need(args, "roberta", [contract.BERT_GRAPH])
+        vocab = bert.read_vocab(folder)
+        bm = bert.load_bert(folder)
+        n_layers = len(bm.bert.encoder.layer)
+        dims_parts["bert"] = dict(hidden=bert.hidden_size(bm))
+        log(f"BERT: hidden {bert.hidden_size(bm)}, {n_layers} layers (the graph runs {n_layers - 2}), "
+            f"vocabulary {len(vocab)}")
+        bert.export_bert(bm, vocab, out, opset=args.opset, fp16=args.fp16)
+        log(f"wrote {contract.BERT_GRAPH}, {bert.VOCAB_FILE}")
+        del bm
+
     # dims (and source file names) learnt by this run and earlier --only runs into the same folder
-    dims_parts["sources"] = {k: os.path.basename(os.path.normpath(v)) for k in ("gpt", "sovits", "lora", "bigvgan", "hubert")
+    dims_parts["sources"] = {k: os.path.basename(os.path.normpath(v)) for k in ("gpt", "sovits", "lora", "bigvgan", "hubert", "roberta")
                              if (v := getattr(args, k))}
     side = os.path.join(out, DIMS_FILE)
     if os.path.isfile(side):
@@ -173,7 +193,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                 + ", ".join(f"{k} {v}" for k, v in src.items()) + (" (fp16)" if args.fp16 else ""))
     contract.write_manifest(out, name=name, description=desc, dims=dims,
                             extra={"tool": "tools/export/export_v3.py", "fp16": bool(args.fp16), "opset": args.opset,
-                                   "sources": src})
+                                   "sources": src},
+                            bert_zh=contract.BERT_FILES if contract.has_bert(out) else None)
     log(f"wrote {os.path.join(out, contract.MANIFEST_FILE)}")
     return 0
 
@@ -186,6 +207,8 @@ def make_dims(parts: Dict[str, Dict[str, int]]) -> Dict[str, object]:
     t, sv, hb = parts["t2s"], parts["sovits"], parts["hubert"]
     if hb["ssl_dim"] != sv["ssl_dim"]:
         raise ValueError(f"HuBERT width {hb['ssl_dim']} does not match the SoVITS ssl_proj ({sv['ssl_dim']})")
+    if "bert" in parts and parts["bert"]["hidden"] != t["bert_dim"]:
+        raise ValueError(f"BERT width {parts['bert']['hidden']} does not match the GPT's bert_proj ({t['bert_dim']})")
     return contract.make_dims(layers=t["layers"], heads=t["heads"], hidden=t["hidden"], ffn=t["ffn"], vocab=t["vocab"],
                               eos=t["eos"], phone_vocab=t["phone_vocab"], bert_dim=t["bert_dim"], ssl_dim=sv["ssl_dim"],
                               codebook=sv["codebook"], ge_dim=sv["ge_dim"], fea_dim=sv["fea_dim"])

@@ -14,6 +14,18 @@
  *   node dist/tools/export/ort-run.js gpt <setDir> <inDir> <outDir>
  *       the gpt-semantic engine (services/gpt-semantic/engine.ts) with greedy sampling (top_k 1,
  *       upstream's repetition penalty 1.35): writes tokens.npy
+ *   node dist/tools/export/ort-run.js pipeline <setDir> <inDir> <outDir>
+ *       the stage code of gpt-semantic and sovits-decoder in one process (as tools/inprocess.ts runs it,
+ *       through the services' OrtPool): the reference's conditioning (ref.wav), the greedy GPT engine on
+ *       the given prompt tokens and phones, encodeSegment, then decodeWindows (the CFM loop, window
+ *       plan and prefix hand-over of sovits-decoder). Writes the tokens, spec, ge, ref_mel, fea_ref,
+ *       fea_todo, the initial noise of each CFM window (noise_<k>.npy, [bands, T], prefix zeroed, as the
+ *       first DiT call of the window sees it) and mel.npy, the de-normalised mel the vocoder would get,
+ *       windows joined without their overlap frames
+ *   node dist/tools/export/ort-run.js bert <setDir> <inDir> <outDir>
+ *       the text-frontend's zh BERT features (services/text-frontend/bert.ts bertFeatures: the set's
+ *       bert_zh_vocab.txt, one padded batch through bert_zh.onnx) for the zh runs of <inDir>/runs.json
+ *       ([{normText, word2ph}], one segment each); writes feat_<i>.npy [phones, dim]
  */
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -21,6 +33,11 @@ import * as ort from "onnxruntime-node";
 import { loadManifest, type Manifest } from "../../shared/manifest.js";
 import { sessionOptions } from "../../shared/ort-options.js";
 import { GptEngine, type GptResult } from "../../services/gpt-semantic/engine.js";
+import { decodeWindows, ditBatch, encodeSegment, type DitInput } from "../../services/sovits-decoder/cfm.js";
+import { referenceConditioning } from "../../services/sovits-decoder/voice-prep.js";
+import { OrtPool } from "../../shared/ort-pool.js";
+import { decodeWav } from "../../shared/dsp/index.js";
+import { bertFeatures, loadVocab, type BertRunner } from "../../services/text-frontend/bert.js";
 
 type Arr = { dtype: "float32" | "int64" | "int32" | "float64"; shape: number[]; data: Float32Array | BigInt64Array | Int32Array | Float64Array };
 
@@ -151,6 +168,17 @@ async function runGpt(setDir: string, inDir: string, outDir: string): Promise<vo
   const inp = readInputs(inDir);
   // the engine reads only dims.t2s and lengthPolicy (null in an exported set: stop on EOS or at 1500)
   const m = { dims: { t2s: gptDims(inDir) }, lengthPolicy: null } as unknown as Manifest;
+  const maxTokens = Number((inp.max_tokens?.data as BigInt64Array | undefined)?.[0] ?? 0n);
+  const { tokens, stoppedBy } = await greedyTokens(setDir, m, inp, maxTokens);
+  writeNpy(join(outDir, "tokens.npy"), { dtype: "int64", shape: [tokens.length], data: BigInt64Array.from(tokens, (v) => BigInt(v)) });
+  writeFileSync(join(outDir, "gpt.json"), JSON.stringify({ stoppedBy, n: tokens.length }));
+}
+
+/**
+ * Greedy tokens of the gpt-semantic engine, stopped after maxTokens when given (an abort lands between
+ * steps, so the engine may sample past maxTokens: only the first maxTokens are kept).
+ */
+async function greedyTokens(setDir: string, m: Manifest, inp: Record<string, Arr>, maxTokens: number): Promise<{ tokens: Int32Array; stoppedBy: string }> {
   const sessions = {
     t2s_encoder: await session(join(setDir, "t2s_encoder.onnx")),
     t2s_prefill: await session(join(setDir, "t2s_prefill.onnx")),
@@ -158,7 +186,6 @@ async function runGpt(setDir: string, inDir: string, outDir: string): Promise<vo
   };
   const engine = new GptEngine(sessions, m, { maxRows: 4 });
   const i32 = (a: Arr): Int32Array => Int32Array.from(a.data as BigInt64Array, (v) => Number(v));
-  const maxTokens = Number((inp.max_tokens?.data as BigInt64Array | undefined)?.[0] ?? 0n);
   engine.add({
     id: "parity",
     promptIds: i32(inp.ref_seq),
@@ -169,26 +196,98 @@ async function runGpt(setDir: string, inDir: string, outDir: string): Promise<vo
   });
   let result: GptResult | undefined;
   for (let i = 0; !result && i < 1600; i++) {
-    const done = await engine.step();
-    result = done[0];
-    if (!result && maxTokens && i >= maxTokens) {
-      engine.abort("parity");
-    }
+    result = (await engine.step())[0];
+    if (!result && maxTokens && i >= maxTokens) engine.abort("parity");
   }
   if (!result) throw new Error("engine did not finish");
-  // an abort lands between steps, so the engine may have sampled past max_tokens: keep the first max_tokens
-  const tokens = maxTokens ? result.tokens.subarray(0, maxTokens) : result.tokens;
-  writeNpy(join(outDir, "tokens.npy"), { dtype: "int64", shape: [tokens.length], data: BigInt64Array.from(tokens, (v) => BigInt(v)) });
-  writeFileSync(join(outDir, "gpt.json"), JSON.stringify({ stoppedBy: result.stoppedBy, n: result.tokens.length }));
+  return { tokens: maxTokens ? result.tokens.subarray(0, maxTokens) : result.tokens, stoppedBy: result.stoppedBy };
+}
+
+/** GPT tokens, then the sovits-decoder's mel, from the stage code (see the header). */
+async function runPipeline(setDir: string, inDir: string, outDir: string): Promise<void> {
+  const inp = readInputs(inDir);
+  const params = JSON.parse(readFileSync(join(inDir, "params.json"), "utf8")) as { steps: number; seed: number; speed: number; maxTokens: number };
+  const dims = JSON.parse(readFileSync(join(inDir, "dims.json"), "utf8")) as Manifest["dims"];
+  const graphs = ["ge_encoder", "sovits_encp", "cfm_dit"] as const;
+  // the set holds only some graphs (no manifest yet): the services' pool reads nothing else of the manifest
+  const m = { name: "parity", dims, lengthPolicy: null, graphs: Object.fromEntries(graphs.map((g) => [g, { file: `${g}.onnx` }])) } as unknown as Manifest;
+  const i32 = (a: Arr): Int32Array => Int32Array.from(a.data as BigInt64Array, (v) => Number(v));
+  const put = (name: string, data: Float32Array | BigInt64Array, shape: number[]): void =>
+    writeNpy(join(outDir, `${name}.npy`), { dtype: data instanceof Float32Array ? "float32" : "int64", shape, data });
+
+  const gpt = await greedyTokens(setDir, m, inp, params.maxTokens);
+  put("tokens", BigInt64Array.from(gpt.tokens, (v) => BigInt(v)), [gpt.tokens.length]);
+
+  const pool = await OrtPool.create({ modelDir: setDir, manifest: m, graphs, workers: 1, intraOpThreads: 2 });
+  try {
+    const { samples, sampleRate } = decodeWav(readFileSync(join(inDir, "ref.wav")));
+    const cond = await referenceConditioning(pool, m, samples, sampleRate);
+    put("spec", cond.spec.data, [dims.spec.bins, cond.spec.frames]);
+    put("ge", cond.ge, [dims.ge.dim]);
+    put("ref_mel", cond.refMel, [dims.mel.bands, cond.refMelFrames]);
+    const prompts = i32(inp.prompts);
+    const promptIds = i32(inp.ref_seq);
+    const textIds = i32(inp.text_seq);
+    const enc = await encodeSegment(pool, m, { prompts, promptIds, tokens: gpt.tokens, textIds, ge: cond.ge, speed: params.speed });
+    put("fea_ref", enc.feaRef, [dims.fea.dim, enc.tRef]);
+    put("fea_todo", enc.feaTodo, [dims.fea.dim, enc.tTodo]);
+    const voice = { audioSha: "parity", prompts, ge: cond.ge, refMel: cond.refMel, refMelFrames: cond.refMelFrames, seconds: samples.length / sampleRate };
+    let windows = 0;
+    const dit = async (input: DitInput): Promise<Float32Array> => {
+      if (input.time === 0) put(`noise_${windows++}`, Float32Array.from(input.x), [dims.mel.bands, input.t]);
+      return (await ditBatch(pool, m, [input]))[0];
+    };
+    const bands = dims.mel.bands;
+    const parts: { mel: Float32Array; frames: number; overlap: number }[] = [];
+    for await (const w of decodeWindows(dit, m, { voice, enc, steps: params.steps, seed: params.seed, seg: 0 })) parts.push(w);
+    const total = parts.reduce((n, w) => n + w.frames - w.overlap, 0);
+    const mel = new Float32Array(bands * total);
+    let at = 0;
+    for (const w of parts) {
+      const n = w.frames - w.overlap;
+      for (let c = 0; c < bands; c++) mel.set(w.mel.subarray(c * w.frames + w.overlap, (c + 1) * w.frames), c * total + at);
+      at += n;
+    }
+    put("mel", mel, [bands, total]);
+    writeFileSync(join(outDir, "pipeline.json"), JSON.stringify({ stoppedBy: gpt.stoppedBy, windows: parts.map((w) => w.frames - w.overlap) }));
+  } finally {
+    await pool.close();
+  }
+}
+
+/** zh BERT features as the text-frontend computes them, from the set's bert_zh graph and vocabulary. */
+async function runBert(setDir: string, inDir: string, outDir: string): Promise<void> {
+  const runs = JSON.parse(readFileSync(join(inDir, "runs.json"), "utf8")) as { normText: string; word2ph: number[] }[];
+  const s = await session(join(setDir, "bert_zh.onnx"));
+  let dim = 0;
+  const runner: BertRunner = async ({ input_ids, attention_mask, token_type_ids, dims }) => {
+    const o = await s.run({
+      input_ids: new ort.Tensor("int64", input_ids, dims),
+      attention_mask: new ort.Tensor("int64", attention_mask, dims),
+      token_type_ids: new ort.Tensor("int64", token_type_ids, dims),
+    });
+    dim = o.hidden_m3.dims[2];
+    return { data: o.hidden_m3.data as Float32Array, dims: o.hidden_m3.dims };
+  };
+  // the graph's width, from a one-token call, so bertFeatures checks the batch's output against it
+  await runner({ input_ids: BigInt64Array.of(0n), attention_mask: BigInt64Array.of(1n), token_type_ids: BigInt64Array.of(0n), dims: [1, 1] });
+  const segments = runs.map((r) => {
+    const phones = r.word2ph.flatMap((k, i) => Array.from({ length: k }, (_, j) => `p${i}.${j}`));
+    return { phones, runs: [{ lang: "zh", text: r.normText, normText: r.normText, phones, word2ph: r.word2ph }] };
+  });
+  const feats = await bertFeatures(segments, { runner, vocab: loadVocab(join(setDir, "bert_zh_vocab.txt")), dim });
+  feats.forEach((f, i) => writeNpy(join(outDir, `feat_${i}.npy`), { dtype: "float32", shape: [segments[i].phones.length, dim], data: f }));
 }
 
 async function main(argv: string[]): Promise<void> {
   const [mode, a, inDir, outDir] = argv;
-  if (!mode || !a || !inDir || !outDir) throw new Error("usage: ort-run graph|t2s|gpt|manifest <model|setDir> <inDir> <outDir>");
+  if (!mode || !a || !inDir || !outDir) throw new Error("usage: ort-run graph|t2s|gpt|pipeline|bert|manifest <model|setDir> <inDir> <outDir>");
   mkdirSync(outDir, { recursive: true });
   if (mode === "graph") await runGraph(a, inDir, outDir);
   else if (mode === "t2s") await runT2s(a, inDir, outDir);
   else if (mode === "gpt") await runGpt(a, inDir, outDir);
+  else if (mode === "pipeline") await runPipeline(a, inDir, outDir);
+  else if (mode === "bert") await runBert(a, inDir, outDir);
   else if (mode === "manifest") {
     // loadManifest as every service calls it: schema, then size and sha256 of each graph file
     let result: Record<string, unknown>;

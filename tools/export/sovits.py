@@ -69,7 +69,9 @@ def merge_lora(base: Dict[str, torch.Tensor], lora_ck: Dict[str, Any]) -> Dict[s
         target = f"cfm.{m.group(1)}.weight"
         if target not in out:
             raise upstream.UpstreamError(f"LoRA target {target} not in the SoVITS weights")
-        out[target] = (out[target].float() + (alpha / r) * (b.float() @ a.float())).to(out[target].dtype)
+        # in float32, as upstream merges after loading the (fp16) checkpoints into its fp32 model: casting the
+        # merged weight back to the checkpoint's fp16 would round it (parity.py's lora part saw 1.8e-05)
+        out[target] = out[target].float() + (alpha / r) * (b.float() @ a.float())
         merged += 1
     if merged == 0:
         raise upstream.UpstreamError("the LoRA checkpoint holds no lora_A/lora_B weights")
