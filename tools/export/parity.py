@@ -794,6 +794,15 @@ def parity_bert(args: argparse.Namespace, work: str, rep: Report) -> None:
             refs.append(h.numpy())
     rep.add("bert_zh", f"hidden_m3, padded batch of {len(enc)} (L {L}) vs hidden_states[-3] alone",
             np.concatenate(ours), np.concatenate(refs), 1e-4, 1e-5, cfg_text)
+    # 1b. the --fp16 graph (float16 arithmetic, float32 I/O; here on the CPU provider) on the same batch: the
+    #     attention-mask fill (finfo(float32).min in the model) must saturate, not become -inf and 0 * -inf = NaN
+    out16 = os.path.join(work, "bert_fp16")
+    export(args, out16, ["--roberta", folder, "--only", "bert_zh", "--fp16"])
+    run_node("graph", os.path.join(out16, "bert_zh.onnx"), d, os.path.join(work, "graph16_out"))
+    hid16 = load_outputs(os.path.join(work, "graph16_out"))["hidden_m3"]
+    ours16 = [hid16[i, :e["input_ids"].shape[1]] for i, e in enumerate(enc)]
+    rep.add("bert_zh", f"hidden_m3 of the --fp16 graph, same padded batch",
+            np.concatenate(ours16), np.concatenate(refs), 2e-2, 5e-3, cfg_text + "; fp16 graph on the CPU provider")
     # 2. the text-frontend's features (bertFeatures: its tokenizer, one batch, word2ph expansion) against
     #    upstream's get_bert_feature on the same text and word2ph
     d = save_inputs(os.path.join(work, "fe_in"), {"runs": runs})
