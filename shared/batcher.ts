@@ -1,5 +1,6 @@
 /**
- * Dynamic batching without added latency: work items wait only while the executor is busy. When it
+ * Dynamic batching without added latency: work items wait only while the executor is busy (and, after a
+ * batch, for the rest of the macrotask that handed out its results, so its callers can resubmit). When it
  * frees up, every waiting item with the same key as the oldest one (up to maxBatch) runs as one batch.
  * So an idle stage runs a lone item at once, and a loaded stage runs ever larger batches.
  *
@@ -41,6 +42,8 @@ interface Waiting<I, O> {
 export class MicroBatcher<I, O> {
   #queue: Waiting<I, O>[] = [];
   #running = 0;
+  /** Batches whose results were handed out and whose callers' resubmissions are still being collected. */
+  #settling = 0;
   #run: (items: I[]) => Promise<O[]>;
   #o: BatcherOptions<I>;
   /** batch size → number of batches run, for metrics. */
@@ -63,6 +66,7 @@ export class MicroBatcher<I, O> {
   }
 
   #pump(): void {
+    if (this.#settling > 0) return; // the settling batch's pump comes, with its callers' resubmissions
     while (this.#running < this.#o.concurrency && this.#queue.length) {
       const prio = this.#o.priority;
       if (prio) {
@@ -88,14 +92,25 @@ export class MicroBatcher<I, O> {
         }
       };
       this.#run(batch.map((w) => w.item)).finally(observe).then(
-        (outs) => batch.forEach((w, i) => w.resolve(outs[i])),
-        (err) => batch.forEach((w) => w.reject(err)),
-      ).finally(() => {
-        this.#running--;
-        // After the callers' continuations: an item that resubmits at once (the next Euler step of a
-        // window) competes for the next batch by its priority instead of missing it by a microtask.
-        setImmediate(() => this.#pump());
-      });
+        (outs) => this.#settle(() => batch.forEach((w, i) => w.resolve(outs[i]))),
+        (err) => this.#settle(() => batch.forEach((w) => w.reject(err))),
+      );
     }
+  }
+
+  /**
+   * A batch is done: hand out its results, then hold the next batch back until the callers' continuations
+   * have run (one macrotask). An item that resubmits at once (the next Euler step of a window) then
+   * joins the items that waited meanwhile, instead of the first one back taking those alone and the rest
+   * forming a second group that takes turns with it (8 such jobs averaged 3.9 rows of 8 per batch).
+   */
+  #settle(deliver: () => void): void {
+    this.#running--;
+    this.#settling++;
+    deliver();
+    setImmediate(() => {
+      this.#settling--;
+      this.#pump();
+    });
   }
 }

@@ -19,7 +19,7 @@ export interface Config {
   replica: string;
 }
 
-function intEnv(name: string, dflt: number): number {
+export function intEnv(name: string, dflt: number): number {
   const v = process.env[name];
   if (v === undefined || v === "") return dflt;
   const n = Number(v);

@@ -29,3 +29,34 @@ t.test("batcher - a failing batch rejects its callers only", async (t) => {
   await t.rejects(b.submit(13), /bad/);
   t.equal(await b.submit(7), 7);
 });
+
+t.test("batcher - jobs that resubmit as soon as their step returns fill one batch instead of taking turns", async (t) => {
+  // Eight jobs, each a loop of steps (like the Euler steps of a CFM window): the next step is submitted
+  // from the continuation of the previous one's result. The first job starts alone, the others while its
+  // step runs, so a batcher that runs whatever waits at the first resubmission splits them into groups.
+  const sizes: number[] = [];
+  const b = new MicroBatcher<number, number>(
+    async (items) => {
+      sizes.push(items.length);
+      await new Promise((r) => setTimeout(r, 2));
+      return items;
+    },
+    { maxBatch: 8, concurrency: 1 },
+  );
+  // As in the CFM loop: the step's result passes through a wrapper (a few promise hops) before the next submit.
+  const step = async (id: number) => {
+    const r = await b.submit(id);
+    await Promise.resolve();
+    return r;
+  };
+  const job = async (id: number) => {
+    for (let s = 0; s < 12; s++) t.equal(await step(id), id);
+  };
+  const jobs = [job(0)];
+  for (let i = 1; i < 8; i++) jobs.push(job(i));
+  await Promise.all(jobs);
+  t.equal(sizes.reduce((a, x) => a + x, 0), 8 * 12, "every step ran once");
+  // The first job's first step runs alone (nothing else waits yet); its second step joins the seven
+  // that waited meanwhile, and from then on all eight move together; the other seven's last step is left.
+  t.same(sizes, [1, ...Array(11).fill(8), 7], "full batches once all eight are under way");
+});

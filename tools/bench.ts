@@ -1,5 +1,6 @@
 /**
- * npm run bench [-- --quick] [-- --model-dir DIR] [-- --steps 8] [-- --out bench-out]
+ * npm run bench [-- --quick] [-- --model-dir DIR] [-- --steps 8] [-- --out bench-out] [-- --concurrency 1,4,16,64]
+ *   [-- --skip gpt,stream] (leave out the GPT batching or the streaming part)
  *
  * Measured in one run, on one set of models, so the machine's noise affects both sides alike:
  * 1. throughput (audio seconds per wall second) of the pipeline at 1, 4, 16, 64 requests in flight, and
@@ -20,7 +21,7 @@ import { synthesize, type SynthesisRequest, type SynthesisResult } from "../shar
 import { refAudioStore } from "../shared/nats.js";
 import { fromRoot } from "../shared/paths.js";
 import { loadManifest } from "../shared/manifest.js";
-import type { GenParams } from "../shared/schemas.js";
+import type { GenParams, Timing } from "../shared/schemas.js";
 import { defaultGptBenchDir, gptBatchThroughput } from "./bench-gpt.js";
 import { InProcessPipeline } from "./inprocess.js";
 import { startStack } from "./launch.js";
@@ -33,9 +34,11 @@ const { values } = parseArgs({
     steps: { type: "string", default: "8" },
     out: { type: "string", default: "bench-out" },
     concurrency: { type: "string" },
+    skip: { type: "string", default: "" },
   },
 });
 const quick = values.quick!;
+const skip = new Set(values.skip!.split(",").filter(Boolean));
 const modelDir = values["model-dir"] ?? fromRoot("models", "tiny");
 const manifest = loadManifest(modelDir);
 const levels = (values.concurrency ?? (quick ? "1,4,16" : "1,4,16,64")).split(",").map(Number);
@@ -64,6 +67,7 @@ log(`gsv-pipeline benchmark on ${manifest.name} models (${modelDir}), sample_ste
 const inproc = await InProcessPipeline.create(modelDir);
 const inprocReq = (i: number) => ({ text: TEXTS[(i + TEXTS.length) % TEXTS.length], textLang: "en", splitMethod: "cut5" as const, wav, promptText, promptLang: "en", params: params(i) });
 await inproc.synthesize(inprocReq(-1)); // warm-up (voice preparation, first runs)
+const cpu0 = process.cpuUsage();
 let t0 = performance.now();
 let baseAudio = 0;
 const baseLatency: number[] = [];
@@ -72,9 +76,17 @@ for (let i = 0; i < baselineRequests; i++) {
   baseAudio += r.pcm.length / r.sampleRate;
   baseLatency.push(r.totalMs);
 }
-const baseline = { requests: baselineRequests, wallMs: round(performance.now() - t0), audioSeconds: round(baseAudio, 2), throughput: round(baseAudio / ((performance.now() - t0) / 1000), 3), latencyP50Ms: round(pct(baseLatency, 50)) };
+const baseCpu = process.cpuUsage(cpu0);
+const baseline = {
+  requests: baselineRequests,
+  wallMs: round(performance.now() - t0),
+  audioSeconds: round(baseAudio, 2),
+  throughput: round(baseAudio / ((performance.now() - t0) / 1000), 3),
+  latencyP50Ms: round(pct(baseLatency, 50)),
+  cpuMsPerAudioS: round((baseCpu.user + baseCpu.system) / 1000 / baseAudio),
+};
 await inproc.close();
-log(`sequential baseline: ${baseline.throughput} audio s per s (${baselineRequests} requests, p50 ${baseline.latencyP50Ms} ms)`);
+log(`sequential baseline: ${baseline.throughput} audio s per s (${baselineRequests} requests, p50 ${baseline.latencyP50Ms} ms, ${baseline.cpuMsPerAudioS} CPU ms per audio s)`);
 
 // --- the pipeline over NATS ----------------------------------------------------------------------
 const stack = await startStack({ env: { GSV_LOG: "warn", ...(values["model-dir"] ? { GSV_MODEL_DIR: modelDir } : {}) } });
@@ -91,6 +103,7 @@ try {
     const n = Math.max(c, quick ? 4 : 8);
     const results: SynthesisResult[] = [];
     let next = 0;
+    const cpuBefore = stackCpuMs(stack);
     t0 = performance.now();
     await Promise.all(
       Array.from({ length: c }, async () => {
@@ -98,6 +111,7 @@ try {
       }),
     );
     const wallMs = performance.now() - t0;
+    const cpuAfter = stackCpuMs(stack);
     const audio = results.reduce((s, r) => s + r.pcm.length / r.sampleRate, 0);
     const perStage: Record<string, { p50: number; p95: number; maxBatch: number }> = {};
     for (const stage of ["text", "gpt", "sovits", "vocoder"]) {
@@ -115,28 +129,46 @@ try {
       e2eP95Ms: round(pct(results.map((r) => r.totalMs), 95)),
       firstAudioP50Ms: round(pct(results.map((r) => r.firstAudioMs), 50)),
       stages: perStage,
+      // CPU time of the pipeline's processes (not this driver) per audio second, per process: unlike the
+      // wall-clock figures it hardly depends on what else the machine runs. Linux only.
+      ...(cpuBefore && cpuAfter ? { cpuMsPerAudioS: cpuPerAudio(cpuBefore, cpuAfter, audio) } : {}),
     };
     pipeline.push(row);
     log(`pipeline @${String(c).padStart(2)} in flight: ${row.throughput} audio s per s = ${row.vsBaseline}x baseline; e2e p50 ${row.e2eP50Ms} ms p95 ${row.e2eP95Ms} ms; batches ${Object.entries(perStage).map(([k, v]) => `${k}≤${v.maxBatch}`).join(" ")}`);
+    if (row.cpuMsPerAudioS) log(`  CPU ms per audio s: ${Object.entries(row.cpuMsPerAudioS).map(([k, v]) => `${k} ${v}`).join(", ")} (baseline, all in one process: ${baseline.cpuMsPerAudioS})`);
     if (c === 1) {
       const pipeMean = results.reduce((s, r) => s + r.totalMs, 0) / results.length;
       const inMean = baseLatency.reduce((a, b) => a + b, 0) / baseLatency.length;
-      natsOverhead = { pipelineMeanMs: round(pipeMean), inProcessMeanMs: round(inMean), overheadPct: round(((pipeMean - inMean) / pipeMean) * 100) };
+      const hops = { text: 0, gpt: 0, sovits: 0, vocoder: 0 };
+      for (const r of results) for (const [k, v] of Object.entries(hopMs(r.timings))) hops[k as keyof typeof hops] += v / results.length;
+      const hopMean = hops.text + hops.gpt + hops.sovits + hops.vocoder;
+      natsOverhead = {
+        pipelineMeanMs: round(pipeMean),
+        inProcessMeanMs: round(inMean),
+        overheadPct: round(((pipeMean - inMean) / pipeMean) * 100),
+        ...Object.fromEntries(Object.entries(hops).map(([k, v]) => [`hop${k[0].toUpperCase()}${k.slice(1)}Ms`, round(v)])),
+        hopMeanMs: round(hopMean),
+        hopPct: round((hopMean / pipeMean) * 100),
+        hopPctWithoutGpt: round(((hopMean - hops.gpt) / pipeMean) * 100),
+      };
     }
   }
 } finally {
   await nc.close();
   await stack.stop();
 }
-if (natsOverhead.overheadPct !== undefined) log(`NATS overhead at 1 in flight: pipeline ${natsOverhead.pipelineMeanMs} ms vs in-process ${natsOverhead.inProcessMeanMs} ms per request = ${natsOverhead.overheadPct}% (negative: the pipeline overlaps the segments of one request)`);
+if (natsOverhead.overheadPct !== undefined) {
+  log(`NATS overhead at 1 in flight: pipeline ${natsOverhead.pipelineMeanMs} ms vs in-process ${natsOverhead.inProcessMeanMs} ms per request = ${natsOverhead.overheadPct}% (negative: the pipeline overlaps the segments of one request)`);
+  log(`NATS hops on the critical path at 1 in flight: text ${natsOverhead.hopTextMs} + gpt ${natsOverhead.hopGptMs} (with its encoder and prefill) + sovits ${natsOverhead.hopSovitsMs} + vocoder ${natsOverhead.hopVocoderMs} = ${natsOverhead.hopMeanMs} ms per request = ${natsOverhead.hopPct}% of e2e (${natsOverhead.hopPctWithoutGpt}% without the gpt entry)`);
+}
 
 // --- GPT batching --------------------------------------------------------------------------------
-const gpt = await gptBatchThroughput(defaultGptBenchDir(), gptBatches, quick ? 8 : 24);
+const gpt = skip.has("gpt") ? { model: "skipped", figures: [] } : await gptBatchThroughput(defaultGptBenchDir(), gptBatches, quick ? 8 : 24);
 for (const f of gpt.figures) log(`GPT ${gpt.model} batch ${String(f.batch).padStart(2)}: ${round(f.tokPerS, 0)} tokens/s (${round(f.tokPerS / gpt.figures[0].tokPerS, 2)}x batch 1), ${round(f.msPerStep)} ms/step`);
 
 // --- streaming: time to first audio (tools/bench-stream.ts) ----------------------------------------
-log("time to first audio, a ~20 s paragraph, one request in flight:");
-const streaming = await streamingLatency({ modelDir, steps: Number(values.steps), runs: quick ? 3 : 5, log });
+if (!skip.has("stream")) log("time to first audio, a ~20 s paragraph, one request in flight:");
+const streaming = skip.has("stream") ? "skipped" : await streamingLatency({ modelDir, steps: Number(values.steps), runs: quick ? 3 : 5, log });
 
 // --- report --------------------------------------------------------------------------------------
 const report = {
@@ -154,6 +186,51 @@ mkdirSync(values.out!, { recursive: true });
 writeFileSync(join(values.out!, "report.json"), JSON.stringify(report, null, 2));
 writeFileSync(join(values.out!, "throughput.svg"), chart(pipeline as { concurrency: number; throughput: number }[], baseline.throughput));
 log(`report: ${join(values.out!, "report.json")}, chart: ${join(values.out!, "throughput.svg")}`);
+
+/** CPU ms (user + system) used so far by each process of the stack, from /proc; undefined where there is no /proc. */
+function stackCpuMs(st: Awaited<ReturnType<typeof startStack>>): Record<string, number> | undefined {
+  const procs: [string, number | undefined][] = [...st.services.map((s) => [s.name, s.proc.pid] as [string, number | undefined]), ["nats-server", st.nats?.proc.pid]];
+  const out: Record<string, number> = {};
+  try {
+    for (const [name, pid] of procs) {
+      if (pid === undefined) continue;
+      const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+      out[name] = ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime + stime, in USER_HZ (100 on Linux)
+    }
+  } catch {
+    return undefined;
+  }
+  return out;
+}
+
+function cpuPerAudio(before: Record<string, number>, after: Record<string, number>, audio: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  let total = 0;
+  for (const k of Object.keys(after)) {
+    const ms = after[k] - (before[k] ?? 0);
+    total += ms;
+    out[k] = round(ms / audio);
+  }
+  out.total = round(total / audio);
+  return out;
+}
+
+/**
+ * Time a request spent between stages on its critical path, per stage: the queue waits (publish,
+ * JetStream, pull, decode, up to the start of compute) of the text job, then of the GPT job, the first
+ * window and the last vocoder window of the segment whose audio came last. At one request in flight the
+ * stages are idle, so this is the transport's cost, except that the GPT's entry also holds its encoder
+ * and prefill (the engine counts a row as admitted once its prefill ran), so the sum is an upper bound.
+ * The final reply to the client is not timed and not included.
+ */
+function hopMs(timings: Timing[]): Record<"text" | "gpt" | "sovits" | "vocoder", number> {
+  const voc = timings.filter((t) => t.stage === "vocoder");
+  if (!voc.length) return { text: 0, gpt: 0, sovits: 0, vocoder: 0 };
+  const end = (t: Timing) => (t.at ?? 0) + t.computeMs;
+  const last = voc.reduce((a, b) => (end(b) > end(a) ? b : a));
+  const q = (stage: string, pred: (t: Timing) => boolean) => timings.filter((t) => t.stage === stage && pred(t)).reduce((m, t) => Math.max(m, t.queueMs), 0);
+  return { text: q("text", () => true), gpt: q("gpt", (t) => t.seg === last.seg), sovits: q("sovits", (t) => t.seg === last.seg && (t.win ?? 0) === 0), vocoder: last.queueMs };
+}
 
 function chart(rows: { concurrency: number; throughput: number }[], base: number): string {
   const W = 560, H = 320, L = 60, B = 40, T = 30, R = 20;

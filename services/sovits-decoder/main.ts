@@ -1,6 +1,8 @@
 /** sovits-decoder stage: voice preparation (a services-API endpoint) and tokens → mel windows (CFM). */
 import { createHash } from "node:crypto";
-import { loadConfig } from "../../shared/config.js";
+import { availableParallelism } from "node:os";
+import { intEnv, loadConfig } from "../../shared/config.js";
+import { ortBackend } from "../../shared/cost-model.js";
 import { decodeAs, encode } from "../../shared/codec.js";
 import { GsvError, toGsvError } from "../../shared/errors.js";
 import { log } from "../../shared/log.js";
@@ -22,19 +24,25 @@ import { makeSchedule, tokensKey, tokensNeeded, TokensSoFar } from "../../shared
 import type { StageContext } from "../../shared/stage.js";
 
 const cfg = loadConfig("sovits-decoder");
+// On onnxruntime's CPU backend the DiT is compute-bound and this stage does most of a request's work, so
+// by default it runs one DiT call per core (GSV_SOVITS_ORT_WORKERS, else GSV_ORT_WORKERS if set, else
+// the core count up to 2) and does not batch rows: a DiT row costs more in a batch than alone on a CPU
+// (docs/performance.md). On the cost model (a simulated GPU) one device per replica and batches of 8.
+const onCpu = ortBackend() === "onnx";
+const ortWorkers = intEnv("GSV_SOVITS_ORT_WORKERS", process.env.GSV_ORT_WORKERS ? cfg.ortWorkers : onCpu ? Math.min(2, availableParallelism()) : 1) || 1;
 const manifest = loadManifest(cfg.modelDir);
 const modelSha = createHash("sha256").update(JSON.stringify(manifest.graphs)).digest("hex");
 const pool = await OrtPool.create({
   modelDir: cfg.modelDir,
   manifest,
   graphs: ["cnhubert", "vq_extract", "ge_encoder", "sovits_encp", "cfm_dit"],
-  workers: cfg.ortWorkers,
+  workers: ortWorkers,
   intraOpThreads: cfg.ortThreads,
 });
 // Euler steps of all windows in flight (any request) run as one DiT batch: "pad" pads rows to the
 // longest window (x_lens masks), "bucket" batches only windows of equal length.
 const cfmMode = process.env.GSV_CFM_BATCH === "bucket" ? "bucket" : "pad";
-const cfmMaxBatch = Number(process.env.GSV_CFM_MAX_BATCH ?? 8);
+const cfmMaxBatch = intEnv("GSV_CFM_MAX_BATCH", onCpu ? 1 : 8) || 1;
 // Steps are served earliest deadline first, then by segment and window, so a request's audio comes in
 // order. A batch led by a streamed window holds at most GSV_CFM_STREAM_BATCH windows (default 1): on a
 // CPU the DiT is compute-bound (batching buys ~13 %), and a large batch would hold back the first audio.
@@ -42,7 +50,7 @@ const cfmStreamBatch = Number(process.env.GSV_CFM_STREAM_BATCH ?? 1);
 type DitItem = DitInput & { prio: number[]; streamed: boolean };
 const dit = new MicroBatcher<DitItem, { v: Float32Array; batch: number }>(async (items) => (await ditBatch(pool, manifest, items)).map((v) => ({ v, batch: items.length })), {
   maxBatch: cfmMaxBatch,
-  concurrency: cfg.ortWorkers,
+  concurrency: ortWorkers,
   key: cfmMode === "bucket" ? (it) => it.t : undefined,
   observe: batchObserver("sovits", "cfm_dit"),
   priority: (it) => it.prio,
@@ -97,7 +105,7 @@ const runner = new StageRunner({
   nc,
   replica: cfg.replica,
   // Each job decodes its windows one after another; jobs in flight are what the DiT batches over.
-  concurrency: Math.max(cfg.concurrency, cfmMaxBatch * cfg.ortWorkers),
+  concurrency: Math.max(cfg.concurrency, cfmMaxBatch * ortWorkers),
   ackWaitMs: cfg.ackWaitMs,
   metadata: { modelSet: manifest.name, cfmBatch: cfmMode },
   extraStatus: () => ({ ditBatches: Object.fromEntries(dit.histogram), ditWaiting: dit.waiting }),
