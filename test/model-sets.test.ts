@@ -7,6 +7,7 @@
 import t from "tap";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "nats";
 import { GsvClient } from "../shared/client.js";
@@ -186,6 +187,18 @@ t.test("requests on different sets in flight at once each equal their alone-runs
     .synthesize({ text: "x.", voice: { audioSha: sha256Hex(readFileSync(fromRoot("voices", "default.wav"))), promptText: "hi", promptLang: "en" } })
     .then(() => "ok", (e: { code?: string }) => e.code);
   t.equal(unknown, "UNKNOWN_MODEL_SET", "a request naming an unknown set fails alone, with a code");
+});
+
+t.test("gsv say --model-set runs on the named sets", async (t) => {
+  const out = join(root, "say.raw");
+  const code = await new Promise<number | null>((resolve) => {
+    const p = spawn(process.execPath, [fromRoot("dist", "tools", "cli.js"), "say", TEXT, "--nats", stack.natsUrl, "--model-set", "b", "--seed", "5", "--steps", "2", "--format", "raw", "-o", out, "-q"], { stdio: "ignore", env: { ...process.env, ...TEST_ENV } });
+    p.once("exit", resolve);
+  });
+  t.equal(code, 0);
+  t.ok(same(readFileSync(out), alone.b), "the same audio as the client on set b");
+  const bad = await new Promise<number | null>((resolve) => spawn(process.execPath, [fromRoot("dist", "tools", "cli.js"), "say", "x", "--nats", stack.natsUrl, "--model-set", "../x", "-o", out, "-q"], { stdio: "ignore" }).once("exit", resolve));
+  t.not(bad, 0, "a malformed --model-set is refused");
 });
 
 t.test("OpenAI `model` may name a set; /v1/models lists the sets", async (t) => {
