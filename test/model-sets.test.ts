@@ -15,7 +15,7 @@ import { decode } from "../shared/codec.js";
 import { floatToInt16 } from "../shared/dsp/index.js";
 import { fromRoot } from "../shared/paths.js";
 import { sha256Hex } from "../shared/voice-registry.js";
-import type { ModelSelection } from "../shared/model-sets.js";
+import { ModelSetCache, resolveWeightsPath, type ModelSelection } from "../shared/model-sets.js";
 import { generateModelSet } from "../tools/gen-models.js";
 import { startStack, type Stack } from "../tools/launch.js";
 import { TEST_ENV } from "./helpers/stack.js";
@@ -233,4 +233,54 @@ t.test("switching back and forth keeps at most GSV_MAX_MODEL_SETS sets loaded in
   }
   const back = await tts();
   t.ok(same(back.data, alone.a), "back on set a, the audio is set a's again");
+});
+
+t.test("resolveWeightsPath: names, paths inside the root, nothing outside it", async (t) => {
+  for (const [spec, name] of [["b", "b"], ["b/", "b"], ["b/manifest.json", "b"], ["./b/t2s_step.onnx", "b"], [join(root, "b"), "b"], [join(root, "b", "manifest.json"), "b"], ["b\\manifest.json", "b"]] as const) {
+    t.equal(resolveWeightsPath(spec, root), name, spec);
+  }
+  const rootName = root.split("/").pop()!;
+  t.equal(resolveWeightsPath(`${rootName}/b/manifest.json`, root), "b", "the root's own name first");
+  for (const spec of ["", "  ", ".", "..", "../x", "b/../..", "/", "/etc", `${root}/../x`, "a\0b"]) {
+    t.throws(() => resolveWeightsPath(spec, root), { code: "BAD_PARAMETER" }, JSON.stringify(spec));
+  }
+  t.throws(() => resolveWeightsPath(".hidden", root), { code: "UNKNOWN_MODEL_SET" }, "a dot directory is not a set");
+});
+
+t.test("ModelSetCache: lazy, single flight, least recently used unloaded only when idle", async (t) => {
+  const events: string[] = [];
+  const cache = new ModelSetCache<string>({
+    max: 2,
+    modelDir: join(root, "tiny"),
+    modelsRoot: root,
+    async load(name) {
+      events.push(`load ${name}`);
+      if (name === "c") throw new Error("broken graphs");
+      return name.toUpperCase();
+    },
+    async unload(v) {
+      events.push(`unload ${v}`);
+    },
+  });
+  const [x, y] = await Promise.all([cache.acquire(), cache.acquire("tiny")]);
+  t.equal(x.value, "TINY");
+  t.same(events, ["load tiny"], "one load for two concurrent first uses");
+  const b = await cache.acquire("b");
+  const d = await cache.acquire("d"); // three held, all in use: none can go
+  t.equal(cache.size, 3, "a set in use is never unloaded");
+  x.release();
+  y.release();
+  await new Promise((r) => setImmediate(r));
+  t.same(cache.names.sort(), ["b", "d"], "the idle set went once released");
+  t.ok(events.includes("unload TINY"));
+  b.release();
+  d.release();
+  await t.rejects(cache.acquire("nope"), { code: "UNKNOWN_MODEL_SET" });
+  await t.rejects(cache.acquire("c"), { code: "MODEL_ERROR" }, "a set that fails to load fails that acquire only");
+  t.same(cache.names.sort(), ["b", "d"], "and is not held");
+  t.equal(cache.counts.failures, 1);
+  await cache.acquire("tiny").then((l) => l.release());
+  t.ok(cache.size <= 2);
+  await cache.close();
+  t.equal(cache.size, 0);
 });
