@@ -18,7 +18,7 @@ import { sha256Hex } from "../shared/voice-registry.js";
 import { ModelSetCache, resolveWeightsPath, type ModelSelection } from "../shared/model-sets.js";
 import { generateModelSet } from "../tools/gen-models.js";
 import { startStack, type Stack } from "../tools/launch.js";
-import { TEST_ENV } from "./helpers/stack.js";
+import { TEST_ENV, startService } from "./helpers/stack.js";
 
 const root = mkdtempSync(join(tmpdir(), "gsv-models-"));
 // Set "tiny" (A): the bundled set, the stages' default. "b" and "d": other seeds, same dims.
@@ -68,6 +68,12 @@ const TEXT = "Switching sets. Old requests stay. New ones move.";
 const body = { text: TEXT, text_lang: "en", ref_audio_path: "default.wav", seed: 5, sample_steps: 2, media_type: "raw" };
 const tts = (extra: Record<string, unknown> = {}) => call("/tts", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ ...body, ...extra }) });
 const same = (a: Uint8Array, b: Uint8Array) => Buffer.from(a).equals(Buffer.from(b));
+/** The standard request through another gateway: raw bytes. */
+async function call2(base: string): Promise<Uint8Array> {
+  const res = await fetch(`${base}/tts`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  if (res.status !== 200) throw new Error(`${res.status} ${await res.text()}`);
+  return new Uint8Array(await res.arrayBuffer());
+}
 
 /** The same request straight over NATS on the given sets (no gateway, no selection): raw int16 bytes. */
 async function direct(models: ModelSelection | undefined): Promise<Uint8Array> {
@@ -213,6 +219,30 @@ t.test("OpenAI `model` may name a set; /v1/models lists the sets", async (t) => 
   const bad = await speech("nope");
   t.equal(bad.status, 400);
   t.equal(((await bad.json()) as { error: { code: string } }).error.code, "BAD_PARAMETER");
+});
+
+t.test("every gateway follows the selection: one started later reads it, one running sees the switch", async (t) => {
+  const env = { ...TEST_ENV, NATS_URL: stack.natsUrl, PORT: "0", GSV_MODELS_ROOT: root, GSV_MODEL_DIR: join(root, "tiny") };
+  const gw2 = await startService("gateway", env);
+  t.teardown(() => gw2.stop());
+  const url2 = String(gw2.ready.url);
+  const health = async (u: string) => ((await (await fetch(`${u}/health`)).json()) as { models: ModelSelection | null }).models;
+  t.same(await health(url2), { gpt: "b", sovits: "b" }, "a gateway started after the switch reads the stored selection");
+  const r2 = await call2(url2);
+  t.ok(same(r2, alone.b), "and runs new requests on it");
+  t.equal((await setWeights("gpt", "tiny")).status, 200);
+  t.equal((await setWeights("sovits", "tiny")).status, 200);
+  // The other gateway learns of the switch through its KV watch: wait for it (bounded), then check its requests.
+  let seen: ModelSelection | null = null;
+  const switched = (m: ModelSelection | null) => m?.gpt === "tiny" && m?.sovits === "tiny";
+  for (let i = 0; i < 200 && !switched(seen); i++) {
+    seen = await health(url2);
+    if (!switched(seen)) await new Promise((r) => setTimeout(r, 25));
+  }
+  t.same(seen, { gpt: "tiny", sovits: "tiny" }, "the running gateway saw the switch made through the other one");
+  t.ok(same(await call2(url2), alone.a), "and its new requests run on the new selection");
+  t.equal((await setWeights("gpt", "b")).status, 200, "(back to b for the tests that follow)");
+  t.equal((await setWeights("sovits", "b")).status, 200);
 });
 
 t.test("switching back and forth keeps at most GSV_MAX_MODEL_SETS sets loaded in every stage", async (t) => {

@@ -174,7 +174,8 @@ export class Gateway {
       }
     }
     const ok = Object.values(stages).every((n) => n > 0);
-    sendJson(res, ok ? 200 : 503, { status: ok ? "ok" : "degraded", replicas: stages, inflight: this.#inflight });
+    // models: the sets new requests run on (/set_*_weights); null = every stage's default set.
+    sendJson(res, ok ? 200 : 503, { status: ok ? "ok" : "degraded", replicas: stages, inflight: this.#inflight, models: this.o.models?.current ?? null });
   }
 
   /**
