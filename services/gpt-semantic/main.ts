@@ -92,89 +92,89 @@ const runner = new StageRunner({
 });
 
 async function decodeSegment(job: GptJob, ctx: StageContext, set: GptSet): Promise<void> {
-    const { manifest, engine } = set;
-    checkGptJob(job, manifest);
-    const received = Date.now();
-    const voice = await voices.require(job.voiceKey);
-    const key = `${job.id}:${job.seg}:${++serial}`;
-    contexts.set(key, currentContext());
-    let stopped: "CANCELLED" | "DEADLINE_EXCEEDED" | undefined;
-    const unwatch = ctx.watch(job, (code) => {
-      stopped = code;
-      engine.abort(key);
+  const { manifest, engine } = set;
+  checkGptJob(job, manifest);
+  const received = Date.now();
+  const voice = await voices.require(job.voiceKey);
+  const key = `${job.id}:${job.seg}:${++serial}`;
+  contexts.set(key, currentContext());
+  let stopped: "CANCELLED" | "DEADLINE_EXCEEDED" | undefined;
+  const unwatch = ctx.watch(job, (code) => {
+    stopped = code;
+    engine.abort(key);
+  });
+  // Streaming (docs/streaming.md): at each window's token count, the tokens so far go to KV, the first
+  // window's job goes to sovits-decoder at once, and the client hears of the progress.
+  const stream = job.stream;
+  const schedule = stream ? makeSchedule(stream.mode, manifest.dims.cfm, voice.refMelFrames, voice.prompts.length, job.params.speed) : undefined;
+  let firstSent = false;
+  let chain: Promise<void> = Promise.resolve();
+  // The BERT features stay here: later stages do not need them.
+  const { promptBert: _pb, textBert: _tb, ...segmentJob } = job;
+  const sovitsJob = (tokens: Int32Array, final: boolean, timings: SovitsJob["timings"]): SovitsJob => ({ ...segmentJob, enqueuedAt: Date.now(), timings, tokens, tokensFinal: final });
+  const progress = (tokens: number, final: boolean) =>
+    ctx.reply(job, { type: "progress", id: job.id, stage: "gpt", seg: job.seg, tokens, final, at: Date.now() });
+  const onPartial = schedule
+    ? (p: { tokens: Int32Array }) => {
+        chain = chain.then(async () => {
+          if (stopped) return;
+          await tokensKv.put(tokensKey(job.id, job.seg), encode({ tokens: p.tokens, final: false }));
+          if (!firstSent) {
+            firstSent = true;
+            const t = { stage: "gpt", replica: cfg.replica, queueMs: Math.max(0, received - job.enqueuedAt), computeMs: Date.now() - received, batch: 1, seg: job.seg, at: received };
+            await ctx.forward("sovits", `${job.id}:sovits:${job.seg}`, sovitsJob(p.tokens, false, [...job.timings, t]));
+          }
+          progress(p.tokens.length, false);
+        });
+        chain.catch(() => undefined); // handled: `await chain` below rethrows it
+      }
+    : undefined;
+  const r = await engine
+    .decode({
+      id: key,
+      promptIds: job.promptIds,
+      textIds: job.textIds,
+      prompts: voice.prompts,
+      sampling: { topK: job.params.topK, topP: job.params.topP, temperature: job.params.temperature, repetitionPenalty: job.params.repetitionPenalty },
+      seed: (job.params.seed + job.seg * 0x9e3779b1) >>> 0,
+      // zh BERT rows, expanded to one row per phone (absent: the engine passes zeros).
+      ...(job.promptBert ? { promptBert: expandBert(job.promptBert, job.promptIds.length, manifest.dims.t2s.bertDim) } : {}),
+      ...(job.textBert ? { textBert: expandBert(job.textBert, job.textIds.length, manifest.dims.t2s.bertDim) } : {}),
+      ...(schedule ? { emitAt: emitPoints(schedule, MAX_TOKENS) } : {}),
+    }, onPartial)
+    .finally(() => {
+      unwatch();
+      contexts.delete(key);
     });
-    // Streaming (docs/streaming.md): at each window's token count, the tokens so far go to KV, the first
-    // window's job goes to sovits-decoder at once, and the client hears of the progress.
-    const stream = job.stream;
-    const schedule = stream ? makeSchedule(stream.mode, manifest.dims.cfm, voice.refMelFrames, voice.prompts.length, job.params.speed) : undefined;
-    let firstSent = false;
-    let chain: Promise<void> = Promise.resolve();
-    // The BERT features stay here: later stages do not need them.
-    const { promptBert: _pb, textBert: _tb, ...segmentJob } = job;
-    const sovitsJob = (tokens: Int32Array, final: boolean, timings: SovitsJob["timings"]): SovitsJob => ({ ...segmentJob, enqueuedAt: Date.now(), timings, tokens, tokensFinal: final });
-    const progress = (tokens: number, final: boolean) =>
-      ctx.reply(job, { type: "progress", id: job.id, stage: "gpt", seg: job.seg, tokens, final, at: Date.now() });
-    const onPartial = schedule
-      ? (p: { tokens: Int32Array }) => {
-          chain = chain.then(async () => {
-            if (stopped) return;
-            await tokensKv.put(tokensKey(job.id, job.seg), encode({ tokens: p.tokens, final: false }));
-            if (!firstSent) {
-              firstSent = true;
-              const t = { stage: "gpt", replica: cfg.replica, queueMs: Math.max(0, received - job.enqueuedAt), computeMs: Date.now() - received, batch: 1, seg: job.seg, at: received };
-              await ctx.forward("sovits", `${job.id}:sovits:${job.seg}`, sovitsJob(p.tokens, false, [...job.timings, t]));
-            }
-            progress(p.tokens.length, false);
-          });
-          chain.catch(() => undefined); // handled: `await chain` below rethrows it
-        }
-      : undefined;
-    const r = await engine
-      .decode({
-        id: key,
-        promptIds: job.promptIds,
-        textIds: job.textIds,
-        prompts: voice.prompts,
-        sampling: { topK: job.params.topK, topP: job.params.topP, temperature: job.params.temperature, repetitionPenalty: job.params.repetitionPenalty },
-        seed: (job.params.seed + job.seg * 0x9e3779b1) >>> 0,
-        // zh BERT rows, expanded to one row per phone (absent: the engine passes zeros).
-        ...(job.promptBert ? { promptBert: expandBert(job.promptBert, job.promptIds.length, manifest.dims.t2s.bertDim) } : {}),
-        ...(job.textBert ? { textBert: expandBert(job.textBert, job.textIds.length, manifest.dims.t2s.bertDim) } : {}),
-        ...(schedule ? { emitAt: emitPoints(schedule, MAX_TOKENS) } : {}),
-      }, onPartial)
-      .finally(() => {
-        unwatch();
-        contexts.delete(key);
-      });
-    await chain;
-    if (stopped) throw new GsvError(stopped);
-    if (r.error) throw new GsvError("MODEL_ERROR", r.error);
-    log.debug("gpt segment done", { id: job.id, seg: job.seg, tokens: r.tokens.length, stoppedBy: r.stoppedBy, meanBatch: r.meanBatch });
-    if (schedule) {
-      const timings = [...job.timings, { stage: "gpt", replica: cfg.replica, queueMs: Math.max(0, received - job.enqueuedAt) + Math.round(r.queueMs), computeMs: Math.round(r.computeMs), batch: r.maxBatch, seg: job.seg, at: received + Math.round(r.queueMs) }];
-      await tokensKv.put(tokensKey(job.id, job.seg), encode({ tokens: r.tokens, final: true }));
-      if (!firstSent) await ctx.forward("sovits", `${job.id}:sovits:${job.seg}`, sovitsJob(r.tokens, true, timings));
-      progress(r.tokens.length, true);
-      return;
-    }
-    const out: SovitsJob = {
-      ...segmentJob,
-      enqueuedAt: Date.now(),
-      timings: [
-        ...job.timings,
-        {
-          stage: "gpt",
-          replica: cfg.replica,
-          queueMs: Math.max(0, received - job.enqueuedAt) + Math.round(r.queueMs),
-          computeMs: Math.round(r.computeMs),
-          batch: r.maxBatch,
-          seg: job.seg,
-          at: received + Math.round(r.queueMs),
-        },
-      ],
-      tokens: r.tokens,
-    };
-    await ctx.forward("sovits", `${job.id}:sovits:${job.seg}`, out);
+  await chain;
+  if (stopped) throw new GsvError(stopped);
+  if (r.error) throw new GsvError("MODEL_ERROR", r.error);
+  log.debug("gpt segment done", { id: job.id, seg: job.seg, tokens: r.tokens.length, stoppedBy: r.stoppedBy, meanBatch: r.meanBatch });
+  if (schedule) {
+    const timings = [...job.timings, { stage: "gpt", replica: cfg.replica, queueMs: Math.max(0, received - job.enqueuedAt) + Math.round(r.queueMs), computeMs: Math.round(r.computeMs), batch: r.maxBatch, seg: job.seg, at: received + Math.round(r.queueMs) }];
+    await tokensKv.put(tokensKey(job.id, job.seg), encode({ tokens: r.tokens, final: true }));
+    if (!firstSent) await ctx.forward("sovits", `${job.id}:sovits:${job.seg}`, sovitsJob(r.tokens, true, timings));
+    progress(r.tokens.length, true);
+    return;
+  }
+  const out: SovitsJob = {
+    ...segmentJob,
+    enqueuedAt: Date.now(),
+    timings: [
+      ...job.timings,
+      {
+        stage: "gpt",
+        replica: cfg.replica,
+        queueMs: Math.max(0, received - job.enqueuedAt) + Math.round(r.queueMs),
+        computeMs: Math.round(r.computeMs),
+        batch: r.maxBatch,
+        seg: job.seg,
+        at: received + Math.round(r.queueMs),
+      },
+    ],
+    tokens: r.tokens,
+  };
+  await ctx.forward("sovits", `${job.id}:sovits:${job.seg}`, out);
 }
 
 await runner.start();

@@ -147,52 +147,52 @@ const runner = new StageRunner({
 });
 
 async function decodeSegment(job: SovitsJob, ctx: StageContext, lease: Lease<SovitsSet>): Promise<void> {
-    const { manifest, pool, dit } = lease.value;
-    checkSovitsJob(job, manifest);
-    if (job.stream) return streamWindow(job, ctx, lease.value);
-    const started = Date.now();
-    const voice = await voices.require(job.voiceKey);
-    const enc = await encodeSegment(pool, manifest, {
-      prompts: voice.prompts,
-      promptIds: job.promptIds,
-      tokens: job.tokens,
-      textIds: job.textIds,
-      ge: voice.ge,
-      speed: job.params.speed,
-    });
-    let winBatch = 1;
-    let win = 0;
-    const ditFn = async (input: DitInput) => {
-      const r = await dit.submit({ ...input, prio: [job.deadline, job.seg, win], streamed: false });
-      winBatch = Math.max(winBatch, r.batch);
-      return r.v;
+  const { manifest, pool, dit } = lease.value;
+  checkSovitsJob(job, manifest);
+  if (job.stream) return streamWindow(job, ctx, lease.value);
+  const started = Date.now();
+  const voice = await voices.require(job.voiceKey);
+  const enc = await encodeSegment(pool, manifest, {
+    prompts: voice.prompts,
+    promptIds: job.promptIds,
+    tokens: job.tokens,
+    textIds: job.textIds,
+    ge: voice.ge,
+    speed: job.params.speed,
+  });
+  let winBatch = 1;
+  let win = 0;
+  const ditFn = async (input: DitInput) => {
+    const r = await dit.submit({ ...input, prio: [job.deadline, job.seg, win], streamed: false });
+    winBatch = Math.max(winBatch, r.batch);
+    return r.v;
+  };
+  let winStarted = started;
+  for await (const w of decodeWindows(ditFn, manifest, { voice, enc, steps: job.params.sampleSteps, seed: job.params.seed, seg: job.seg, checkAlive: () => ctx.checkAlive(job) })) {
+    const out: VocoderJob = {
+      id: job.id,
+      reply: job.reply,
+      deadline: job.deadline,
+      enqueuedAt: Date.now(),
+      // A later window waited for the one before it, not in a queue: its queue time is 0.
+      timings: [...job.timings, { ...timing("sovits", cfg.replica, job, winStarted, winBatch, job.seg, win), ...(win > 0 ? { queueMs: 0 } : {}) }],
+      seg: job.seg,
+      segCount: job.segCount,
+      win,
+      last: w.last,
+      mel: w.mel,
+      frames: w.frames,
+      overlap: w.overlap,
+      tail: w.tail,
+      tokens: job.tokens.length,
+      fragmentInterval: job.params.fragmentInterval,
+      ...(job.models ? { models: job.models } : {}),
     };
-    let winStarted = started;
-    for await (const w of decodeWindows(ditFn, manifest, { voice, enc, steps: job.params.sampleSteps, seed: job.params.seed, seg: job.seg, checkAlive: () => ctx.checkAlive(job) })) {
-      const out: VocoderJob = {
-        id: job.id,
-        reply: job.reply,
-        deadline: job.deadline,
-        enqueuedAt: Date.now(),
-        // A later window waited for the one before it, not in a queue: its queue time is 0.
-        timings: [...job.timings, { ...timing("sovits", cfg.replica, job, winStarted, winBatch, job.seg, win), ...(win > 0 ? { queueMs: 0 } : {}) }],
-        seg: job.seg,
-        segCount: job.segCount,
-        win,
-        last: w.last,
-        mel: w.mel,
-        frames: w.frames,
-        overlap: w.overlap,
-        tail: w.tail,
-        tokens: job.tokens.length,
-        fragmentInterval: job.params.fragmentInterval,
-        ...(job.models ? { models: job.models } : {}),
-      };
-      await ctx.forward("vocoder", `${job.id}:vocoder:${job.seg}:${win}`, out);
-      win = w.win + 1;
-      winStarted = Date.now();
-      winBatch = 1;
-    }
+    await ctx.forward("vocoder", `${job.id}:vocoder:${job.seg}:${win}`, out);
+    win = w.win + 1;
+    winStarted = Date.now();
+    winBatch = 1;
+  }
 }
 
 /** One window of a streamed segment; forwards its mel to the vocoder and the next window's job to this stage. */
