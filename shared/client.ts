@@ -12,7 +12,7 @@ import { ReplyEvent, type GenParams, type TextJob, type Timing, type VoiceRef } 
 import { Buckets, Subjects, WorkQueues } from "./subjects.js";
 import type { StreamMode } from "./streaming.js";
 import { traceHeaders } from "./trace.js";
-import { ModelSelection } from "./model-sets.js";
+import { parseSelection, type ModelSelection } from "./model-sets.js";
 
 export interface SynthesisRequest {
   text: string;
@@ -325,7 +325,7 @@ export class GsvClient {
   constructor(nc: NatsConnection, opts: { timeoutMs?: number; models?: ModelSelection } = {}) {
     this.nc = nc;
     this.timeoutMs = opts.timeoutMs ?? 120_000;
-    this.models = opts.models ? ModelSelection.parse(opts.models) : undefined;
+    this.models = opts.models ? parseSelection(opts.models) : undefined;
   }
 
   /** Put reference audio (a WAV file's bytes) into the object store; returns the sha256 a VoiceRef names. */
@@ -348,7 +348,7 @@ export class GsvClient {
       signal: r.signal,
       onEvent: r.onEvent,
       ...(r.stream ? { stream: r.stream } : {}),
-      ...((r.models ?? this.models) ? { models: ModelSelection.parse(r.models ?? this.models) } : {}),
+      ...((r.models ?? this.models) ? { models: parseSelection(r.models ?? this.models) } : {}),
     };
   }
 

@@ -20,6 +20,13 @@ export const ModelSetName = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$
 export const ModelSelection = z.object({ gpt: ModelSetName, sovits: ModelSetName });
 export type ModelSelection = z.infer<typeof ModelSelection>;
 
+/** A selection given by a program (GsvClient's option): BAD_PARAMETER unless both names are set names. */
+export function parseSelection(v: unknown): ModelSelection {
+  const r = ModelSelection.safeParse(v);
+  if (!r.success) throw new GsvError("BAD_PARAMETER", `models: ${r.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`).join("; ")}`);
+  return r.data;
+}
+
 /** Request on Subjects.modelsLoad(service): load this set (absent: the default) and describe it. */
 export const ModelsLoadRequest = z.object({ set: ModelSetName.optional() });
 

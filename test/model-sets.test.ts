@@ -193,6 +193,7 @@ t.test("requests on different sets in flight at once each equal their alone-runs
     .synthesize({ text: "x.", voice: { audioSha: sha256Hex(readFileSync(fromRoot("voices", "default.wav"))), promptText: "hi", promptLang: "en" } })
     .then(() => "ok", (e: { code?: string }) => e.code);
   t.equal(unknown, "UNKNOWN_MODEL_SET", "a request naming an unknown set fails alone, with a code");
+  t.throws(() => new GsvClient(nc, { models: { gpt: "../x", sovits: "b" } }), { code: "BAD_PARAMETER" }, "a set name that is a path is refused by the client");
 });
 
 t.test("gsv say --model-set runs on the named sets", async (t) => {
