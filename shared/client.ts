@@ -12,6 +12,7 @@ import { ReplyEvent, type GenParams, type TextJob, type Timing, type VoiceRef } 
 import { Buckets, Subjects, WorkQueues } from "./subjects.js";
 import type { StreamMode } from "./streaming.js";
 import { traceHeaders } from "./trace.js";
+import { parseSelection, type ModelSelection } from "./model-sets.js";
 
 export interface SynthesisRequest {
   text: string;
@@ -28,6 +29,8 @@ export interface SynthesisRequest {
   signal?: AbortSignal;
   /** Streaming mode 1..3 (docs/streaming.md); absent or 0: the segment is decoded whole before its audio. */
   stream?: StreamMode;
+  /** The model sets to run on (shared/model-sets.ts); absent: each stage's default set. */
+  models?: ModelSelection;
 }
 
 export interface StageSummary {
@@ -227,6 +230,7 @@ export async function synthesize(nc: NatsConnection, req: SynthesisRequest): Pro
       voice: req.voice,
       params: req.params,
       ...(req.stream ? { stream: { mode: req.stream } } : {}),
+      ...(req.models ? { models: req.models } : {}),
     };
     try {
       await publishWork(nc.jetstream(), WorkQueues.text.subject, encode(job), id, deadline, traceHeaders());
@@ -295,6 +299,8 @@ export interface SpeakRequest {
   /** 1..3 as api_v2's streaming_mode (docs/streaming.md); GsvClient.stream defaults to 2. */
   stream?: StreamMode;
   onEvent?: (ev: ReplyEvent) => void;
+  /** The model sets to run on; default: the client's `models` option, else each stage's default set. */
+  models?: ModelSelection;
 }
 
 /** Upstream api_v2's defaults; a seed of -1 draws a random one. */
@@ -313,10 +319,13 @@ export function defaultGenParams(p: Partial<GenParams> = {}): GenParams {
 export class GsvClient {
   readonly nc: NatsConnection;
   readonly timeoutMs: number;
+  /** The model sets every request runs on unless it names its own (absent: each stage's default). */
+  readonly models: ModelSelection | undefined;
 
-  constructor(nc: NatsConnection, opts: { timeoutMs?: number } = {}) {
+  constructor(nc: NatsConnection, opts: { timeoutMs?: number; models?: ModelSelection } = {}) {
     this.nc = nc;
     this.timeoutMs = opts.timeoutMs ?? 120_000;
+    this.models = opts.models ? parseSelection(opts.models) : undefined;
   }
 
   /** Put reference audio (a WAV file's bytes) into the object store; returns the sha256 a VoiceRef names. */
@@ -339,6 +348,7 @@ export class GsvClient {
       signal: r.signal,
       onEvent: r.onEvent,
       ...(r.stream ? { stream: r.stream } : {}),
+      ...((r.models ?? this.models) ? { models: parseSelection(r.models ?? this.models) } : {}),
     };
   }
 

@@ -4,7 +4,12 @@ import { fromRoot } from "./paths.js";
 /** Service configuration from the environment; every knob has a default that works on one machine. */
 export interface Config {
   natsUrl: string;
+  /** The default model set (its directory name is the set's name). */
   modelDir: string;
+  /** Where the other model sets live, one directory each (shared/model-sets.ts). */
+  modelsRoot: string;
+  /** Model sets a stage holds loaded at most (least recently used ones unloaded when idle). */
+  maxModelSets: number;
   voicesDir: string;
   port: number;
   host: string;
@@ -31,6 +36,8 @@ export function loadConfig(service: string): Config {
   return {
     natsUrl: process.env.NATS_URL ?? "nats://127.0.0.1:4222",
     modelDir: process.env.GSV_MODEL_DIR ?? fromRoot("models", "tiny"),
+    modelsRoot: process.env.GSV_MODELS_ROOT || fromRoot("models"),
+    maxModelSets: intEnv("GSV_MAX_MODEL_SETS", 2) || 1,
     voicesDir: process.env.GSV_VOICES_DIR ?? fromRoot("voices"),
     port: intEnv("PORT", 9880),
     host: process.env.HOST ?? "127.0.0.1",

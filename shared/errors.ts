@@ -16,6 +16,8 @@ export const ErrorCodes = {
   BAD_AUDIO: { status: 400, retry: false, message: "the reference is not readable audio" },
   REFERENCE_LENGTH: { status: 400, retry: false, message: "the reference must be 3 to 10 seconds long" },
   PATH_NOT_ALLOWED: { status: 403, retry: false, message: "the path is outside the voices directory" },
+  UNKNOWN_MODEL_SET: { status: 400, retry: false, message: "no model set of that name is in the models root" },
+  INCOMPATIBLE_MODEL_SETS: { status: 400, retry: false, message: "the GPT set and the SoVITS set do not fit together" },
   NOT_FOUND: { status: 404, retry: false, message: "not found" },
   MALFORMED_MESSAGE: { status: 400, retry: false, message: "a message failed its schema" },
   DEADLINE_EXCEEDED: { status: 504, retry: true, message: "the request did not finish before its deadline" },

@@ -51,6 +51,8 @@ export function checkGptJob(job: GptJob, m: Manifest): void {
 
 export function checkSovitsJob(job: SovitsJob, m: Manifest): void {
   checkGptJob(job, m);
+  // sovits_encp cannot run on zero tokens (onnxruntime fails inside the graph): refuse it here, with a code.
+  if (job.tokens.length === 0) throw new GsvError("MALFORMED_MESSAGE", "tokens is empty");
   if (job.tokens.length > MAX_SEGMENT_TOKENS) throw new GsvError("MALFORMED_MESSAGE", `${job.tokens.length} tokens in one segment; at most ${MAX_SEGMENT_TOKENS}`);
   ids("tokens", job.tokens, m.dims.vq.codebook);
 }

@@ -230,3 +230,8 @@ export async function refAudioStore(nc: NatsConnection, d: Durability = durabili
 export async function tokensBucket(nc: NatsConnection): Promise<KV> {
   return nc.jetstream().views.kv(Buckets.tokens, { history: 1, storage: StorageType.Memory, ttl: 10 * 60_000, maxBucketSize: 256 * 1024 * 1024 });
 }
+
+/** The model sets new requests run on (key `current`), written by /set_*_weights, watched by every gateway. */
+export async function modelSelectionBucket(nc: NatsConnection): Promise<KV> {
+  return retryTransient(() => nc.jetstream().views.kv(Buckets.modelSelection, { history: 1, storage: StorageType.File }));
+}

@@ -5,6 +5,7 @@
 import { z } from "zod";
 import { isSafeReplySubject } from "./subjects.js";
 import { StreamSpec, WindowState } from "./streaming.js";
+import { ModelSelection, ModelSetName } from "./model-sets.js";
 
 const f32 = z.custom<Float32Array>((v) => v instanceof Float32Array, "expected a Float32Array");
 const i32 = z.custom<Int32Array>((v) => v instanceof Int32Array, "expected an Int32Array");
@@ -80,6 +81,8 @@ const Envelope = z.object({
   deadline: z.number(),
   enqueuedAt: z.number(),
   timings: z.array(Timing).default([]),
+  /** The model sets the request runs on (shared/model-sets.ts); absent: each stage's default set. */
+  models: ModelSelection.optional(),
 });
 
 export const VoiceRef = z.object({
@@ -152,7 +155,12 @@ export const VocoderJob = Envelope.extend({
 export type VocoderJob = z.infer<typeof VocoderJob>;
 
 /** Voice preparation request/reply (sovits-decoder service endpoint). */
-export const VoicePrepareRequest = z.object({ audioSha: VoiceRef.shape.audioSha, deadline: z.number() });
+export const VoicePrepareRequest = z.object({
+  audioSha: VoiceRef.shape.audioSha,
+  deadline: z.number(),
+  /** The SoVITS set whose VQ and encoders prepare the voice (absent: the default set). */
+  sovits: ModelSetName.optional(),
+});
 export const VoicePrepareReply = z.union([
   z.object({ ok: z.literal(true), voiceKey: z.string(), promptTokens: z.number().int(), cached: z.boolean(), ms: z.number() }),
   z.object({ ok: z.literal(false), code: z.string(), message: z.string() }),

@@ -15,6 +15,7 @@ import { log } from "./log.js";
 import { metrics, serveMetricsFromEnv } from "./metrics.js";
 import { StageObserver } from "./observe.js";
 import { extractContext, SpanKind, traceHeaders, tracer, withSpan } from "./trace.js";
+import { ModelsLoadRequest, type ModelSetInfo } from "./model-sets.js";
 
 export interface JobBase {
   id: string;
@@ -50,6 +51,11 @@ export interface StageOptions<S extends z.ZodType> {
   handle(job: z.infer<S>, ctx: StageContext, msg: JsMsg): Promise<void>;
   /** Extra figures for the status endpoint (batch histograms, step times, engine state). */
   extraStatus?: () => Promise<Record<string, unknown>> | Record<string, unknown>;
+  /**
+   * The model sets this stage holds (shared/model-sets.ts): adds the load endpoint
+   * (Subjects.modelsLoad), `modelSets` to the status, and the gsv_model_sets_loaded gauge.
+   */
+  modelSets?: { load(name?: string): Promise<ModelSetInfo>; names(): string[]; counts: Record<string, number> };
 }
 
 export interface StageStats {
@@ -161,6 +167,26 @@ export class StageRunner<S extends z.ZodType> {
       handler: (_err, m) => m.respond(encode({ replica: this.#opts.replica, ...this.stats })),
       metadata: { description: "replica counters (one replica answers)" },
     });
+    const sets = this.#opts.modelSets;
+    if (sets) {
+      const loaded = metrics.gauge("gsv_model_sets_loaded", "Model sets this replica holds loaded", ["stage"]);
+      metrics.onCollect(() => loaded.set({ stage }, sets.names().length));
+      svc.addEndpoint("models-load", {
+        subject: Subjects.modelsLoad(ServiceNames[stage]),
+        queue: `${ServiceNames[stage]}-models`,
+        metadata: { description: "load a model set (one replica answers) and describe it" },
+        handler: (_err, m) => {
+          (async () => {
+            const req = decodeAs(ModelsLoadRequest, m.data);
+            const info = await sets.load(req.set);
+            m.respond(encode({ ok: true, ...info }));
+          })().catch((err) => {
+            const e = toGsvError(err);
+            m.respond(encode({ ok: false, code: e.code, message: e.message }));
+          });
+        },
+      });
+    }
     // Status is a plain subscription, not a services-API endpoint: every replica answers, not one of a queue group.
     this.#statusSub = nc.subscribe(`${PREFIX}.status.${ServiceNames[stage]}`, {
       callback: (_err, m) => {
@@ -184,7 +210,7 @@ export class StageRunner<S extends z.ZodType> {
     } catch {
       queue = undefined;
     }
-    return { stage: this.#opts.stage, replica: this.#opts.replica, ...this.stats, queue, figures: this.observer.figures(), ...(await this.#opts.extraStatus?.()) };
+    return { stage: this.#opts.stage, replica: this.#opts.replica, ...this.stats, queue, figures: this.observer.figures(), ...(this.#opts.modelSets ? { modelSets: { loaded: this.#opts.modelSets.names(), count: this.#opts.modelSets.names().length, ...this.#opts.modelSets.counts } } : {}), ...(await this.#opts.extraStatus?.()) };
   }
 
   async #run(): Promise<void> {

@@ -27,6 +27,8 @@ export const Subjects = {
   vocode: (name: string) => `${PREFIX}.vocode.${name}`,
   /** Request, every replica answers: its counters, queue depth and recent figures (`gsv top`). */
   status: (service: string) => `${PREFIX}.status.${service}`,
+  /** Request/reply (services API, one replica of the stage answers): load a model set and describe it (shared/model-sets.ts). */
+  modelsLoad: (service: string) => `${PREFIX}.models.load.${service}`,
   /** Request, every gateway replica answers: its recent requests with per-stage timings (`gsv profile`). */
   recentRequests: (service: string) => `${PREFIX}.recent.${service}`,
 } as const;
@@ -40,6 +42,8 @@ export const Buckets = {
   voiceRegistry: "tts_voice_registry",
   /** KV: tokens so far of streamed segments, written by gpt-semantic, read by sovits-decoder (docs/streaming.md). */
   tokens: "tts_tokens",
+  /** KV: the model sets new requests run on (key `current`), written by /set_*_weights, watched by every gateway. */
+  modelSelection: "tts_model_selection",
 } as const;
 
 /** The services-API name of each process. */

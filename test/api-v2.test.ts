@@ -1,7 +1,7 @@
 /**
  * Upstream api_v2 over HTTP against the real stack: every /tts parameter in GET and POST, its
  * accepted spellings, NOT_SUPPORTED for what we cannot honour, /control, /set_refer_audio,
- * /set_*_weights, and SillyTavern's GPT-SoVITS provider request replayed unchanged.
+ * /set_*_weights (naming sets; switching is in model-sets.test.ts), and SillyTavern's GPT-SoVITS provider request replayed unchanged.
  */
 import t from "tap";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -119,6 +119,7 @@ t.test("api_v2 - streaming_mode: bool or 0..3 accepted and streamed, anything el
     t.equal(r.status, 200, `streaming_mode ${JSON.stringify(mode)}`);
     const want = mode === true || mode === "true" ? "1" : mode === false || mode === "false" ? "0" : String(mode);
     t.equal(r.headers.get("x-gsv-streaming-mode"), want, "parsed as upstream parses it");
+    t.match(r.headers.get("x-request-id"), /^[0-9a-f]{32}$/, "X-Request-Id, streamed or not");
     if (want === "0") t.ok(same(r.data, plain.data), "not streamed: the same file");
     else {
       const streamedHeader = new DataView(r.data.buffer, r.data.byteOffset, 44).getUint32(40, true);
@@ -216,18 +217,28 @@ t.test("api_v2 - /set_refer_audio changes the default reference; /control restar
   t.ok(same(before.data, reset.data));
 });
 
-t.test("api_v2 - /set_gpt_weights and /set_sovits_weights: the served set succeeds, switching is NOT_SUPPORTED", async (t) => {
+t.test("api_v2 - /set_gpt_weights and /set_sovits_weights name a model set under the models root (test/model-sets.test.ts switches between sets)", async (t) => {
   for (const which of ["gpt", "sovits"]) {
     const none = await call(`/set_${which}_weights`);
     t.equal(none.status, 400);
     t.match(none.json.message, `${which} weight path is required`);
-    const served = await call(`/set_${which}_weights?weights_path=models/tiny`);
-    t.equal(served.status, 200, `${which}: the served model set`);
+    for (const path of ["models/tiny", "tiny", "tiny/manifest.json"]) {
+      const served = await call(`/set_${which}_weights?weights_path=${encodeURIComponent(path)}`);
+      t.equal(served.status, 200, `${which} ${path}: the served model set`);
+      t.equal((served.json as unknown as { model_set: string }).model_set, "tiny");
+    }
+    // Upstream's checkpoint paths are not model sets: export them first (docs/export.md).
     const other = await call(`/set_${which}_weights?weights_path=${which === "gpt" ? "GPT_weights_v3/x-e15.ckpt" : "SoVITS_weights_v3/x_e8.pth"}`);
     t.equal(other.status, 400);
-    t.equal(other.json.code, "NOT_SUPPORTED");
-    t.match(other.json.message, /GSV_MODEL_DIR/, "says how to serve another set");
+    t.equal(other.json.code, "UNKNOWN_MODEL_SET", other.json.message);
+    t.equal(other.json.Exception, other.json.message, "upstream's error shape");
+    const escape = await call(`/set_${which}_weights?weights_path=${encodeURIComponent("../../etc")}`);
+    t.equal(escape.status, 400);
+    t.equal(escape.json.code, "BAD_PARAMETER");
+    t.match(escape.json.message, /outside the models root/);
   }
+  const r = await post(base);
+  t.equal(r.status, 200, "serving goes on");
 });
 
 t.test("api_v2 - /control exit answers, then the gateway shuts down gracefully", async (t) => {

@@ -127,6 +127,15 @@ t.test("pipeline - malformed NATS messages get an error reply; the stages keep s
       t.equal(ev.stage, stage);
     }
   }
+  // A well-formed sovits job with no tokens: sovits_encp cannot run on it, so it is refused before the graph.
+  const id = "emptytokens";
+  const sub = nc.subscribe(Subjects.reply(id), { max: 1, timeout: 10_000 });
+  const params = { topK: 15, topP: 1, temperature: 1, repetitionPenalty: 1.35, seed: 3, speed: 1, sampleSteps: 1, fragmentInterval: 0.3 };
+  await js.publish(WorkQueues.sovits.subject, encode({ id, reply: Subjects.reply(id), deadline: Date.now() + 10_000, enqueuedAt: Date.now(), timings: [], seg: 0, segCount: 1, voiceKey: "k.v", promptIds: Int32Array.from([1, 2]), textIds: Int32Array.from([3]), params, tokens: new Int32Array(0) }));
+  for await (const m of sub) {
+    const ev = (await import("../shared/codec.js")).decode(m.data) as { type: string; code: string; message: string };
+    t.equal(ev.code, "MALFORMED_MESSAGE", `empty tokens: ${ev.message}`);
+  }
   const ok = await tts({ text: "After the garbage.", text_lang: "en", seed: 2, sample_steps: 2 });
   t.equal(ok.status, 200);
 });

@@ -141,6 +141,14 @@ t.test("secure NATS - the pipeline runs with a user per service; a service canno
   const ok2 = await fetch(`${url}/tts?text=${encodeURIComponent("Good morning.")}&text_lang=en&prompt_lang=en&sample_steps=4`, { headers: { "X-API-Key": apiKey } });
   t.equal(ok2.status, 200, "X-API-Key works too");
   await ok2.arrayBuffer();
+  // Switching model sets: the gateway asks the stages to load the set and writes the selection KV.
+  for (const which of ["gpt", "sovits"]) {
+    const sw = await fetch(`${url}/set_${which}_weights?weights_path=tiny`, { headers: { "X-API-Key": apiKey } });
+    t.equal(sw.status, 200, `/set_${which}_weights as the gateway's user (${sw.status === 200 ? "ok" : await sw.clone().text()})`);
+  }
+  const ok3 = await post({ Authorization: `Bearer ${apiKey}` });
+  t.equal(ok3.status, 200, "requests carry the selection through every stage");
+  await ok3.arrayBuffer();
   const violations = server.log().split("\n").filter((l) => /Violation/i.test(l)).map((l) => l.replace(/^.*?([A-Z][a-z]+) Violation - User "([^"]*)", Subject "([^"]*)".*$/, "$1 $2 $3"));
   t.same(violations, [], "the pipeline ran without a single permissions violation");
 

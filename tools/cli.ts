@@ -22,11 +22,12 @@ Usage:
       HTTP gateway; print one ready line; Ctrl-C stops everything.
   gsv say "TEXT" [-o out.wav|-] [--lang en] [--split cut5] [--ref voice.wav --prompt-text "..."]
           [--seed N] [--steps 32] [--speed 1] [--stream [--mode 2|3]] [--format wav|raw] [-q]
-          [--nats nats://host:4222 | --url http://host:port]
+          [--nats nats://host:4222 [--model-set NAME|GPT/SOVITS] | --url http://host:port]
       Speak TEXT to a WAV file (-o - for stdout), with a progress bar on stderr. Without --nats, NATS_URL
       or --url it starts a private pipeline, speaks over NATS, and stops it. --stream asks for early
       audio (streaming_mode 2, or --mode 3) and writes it as it arrives. Without --ref the bundled
-      default voice is used (its transcript is the .txt beside it).
+      default voice is used (its transcript is the .txt beside it). --model-set runs the request on
+      model sets under GSV_MODELS_ROOT (one name for both halves, or GPT/SOVITS).
   gsv g2p [--lang en|zh|ja|ko|yue|auto|auto_yue|all_zh|all_ja|all_ko|all_yue] [--split cut5] "TEXT"
       Print the text frontend's segments as JSON: language, normalised text, phones, ids, word2ph,
       and the language runs of each segment.

@@ -17,7 +17,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import type { NatsConnection } from "nats";
 import { loadConfig } from "../shared/config.js";
-import { connectNats, defaultQueueLimits, durabilityFromEnv, ensureWorkQueue, refAudioStore, tokensBucket, voicesBucket } from "../shared/nats.js";
+import { connectNats, defaultQueueLimits, durabilityFromEnv, ensureWorkQueue, refAudioStore, modelSelectionBucket, tokensBucket, voicesBucket } from "../shared/nats.js";
 import { fromRoot } from "../shared/paths.js";
 import { voiceRegistryBucket } from "../shared/voice-registry.js";
 import { Buckets, PREFIX, ServiceNames, Stages, Subjects, WorkQueues, type Stage } from "../shared/subjects.js";
@@ -138,14 +138,17 @@ export function servicePermissions(): Record<ServiceUser, Permissions> {
         ...voicesKv(false),
         ...refAudioOs(true),
         ...registryKv(),
+        // model sets: ask the stages to load one, and read, watch and write the selection
+        `${PREFIX}.models.load.*`,
+        ...watchedKv(Buckets.modelSelection, true),
       ],
       // its own status, services-API stats and recent-requests ring (gsv top, gsv profile)
       subscribe: [`${PREFIX}.reply.>`, Subjects.status(ServiceNames.gateway), `${PREFIX}.stats.${ServiceNames.gateway}`, Subjects.recentRequests(ServiceNames.gateway)],
     }),
     "text-frontend": merge(common, stagePermissions("text", next.text), { publish: [Subjects.voicePrepare] }),
-    "gpt-semantic": merge(common, stagePermissions("gpt", next.gpt), { publish: [...voicesKv(false), ...tokensKv(true)] }),
-    "sovits-decoder": merge(common, stagePermissions("sovits", next.sovits), { publish: [...voicesKv(true), ...refAudioOs(false), ...tokensKv(false)], subscribe: [Subjects.voicePrepare] }),
-    vocoder: merge(common, stagePermissions("vocoder", next.vocoder), { subscribe: [Subjects.vocode("*")] }),
+    "gpt-semantic": merge(common, stagePermissions("gpt", next.gpt), { publish: [...voicesKv(false), ...tokensKv(true)], subscribe: [Subjects.modelsLoad(ServiceNames.gpt)] }),
+    "sovits-decoder": merge(common, stagePermissions("sovits", next.sovits), { publish: [...voicesKv(true), ...refAudioOs(false), ...tokensKv(false)], subscribe: [Subjects.voicePrepare, Subjects.modelsLoad(ServiceNames.sovits)] }),
+    vocoder: merge(common, stagePermissions("vocoder", next.vocoder), { subscribe: [Subjects.vocode("*"), Subjects.modelsLoad(ServiceNames.vocoder)] }),
   };
 }
 
@@ -217,7 +220,8 @@ export async function provision(nc: NatsConnection, ackWaitMs = loadConfig("prov
   await refAudioStore(nc, d);
   await voiceRegistryBucket(nc);
   await tokensBucket(nc);
-  return { queues, buckets: [Buckets.voices, Buckets.refAudio, Buckets.voiceRegistry, Buckets.tokens] };
+  await modelSelectionBucket(nc);
+  return { queues, buckets: [Buckets.voices, Buckets.refAudio, Buckets.voiceRegistry, Buckets.tokens, Buckets.modelSelection] };
 }
 
 export async function provisionCli(): Promise<void> {

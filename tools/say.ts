@@ -16,6 +16,7 @@ import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { connect } from "nats";
 import { GsvClient, type SynthesisResult } from "../shared/client.js";
+import { ModelSelection } from "../shared/model-sets.js";
 import { floatToInt16, wavHeader } from "../shared/dsp/index.js";
 import { fromRoot } from "../shared/paths.js";
 import type { ReplyEvent } from "../shared/schemas.js";
@@ -146,8 +147,18 @@ export async function say(argv: string[]): Promise<void> {
       mode: { type: "string" },
       format: { type: "string" },
       quiet: { type: "boolean", short: "q", default: false },
+      "model-set": { type: "string" },
     },
   });
+  // --model-set NAME (both halves) or GPT/SOVITS: the sets this request runs on (NATS path only).
+  let models: ModelSelection | undefined;
+  if (values["model-set"] !== undefined) {
+    const [gpt, sovits = gpt] = values["model-set"].split("/");
+    const r = ModelSelection.safeParse({ gpt, sovits });
+    if (!r.success) throw new Error(`--model-set must be NAME or GPT/SOVITS (model set names), got ${JSON.stringify(values["model-set"])}`);
+    if (values.url) throw new Error("--model-set needs the NATS path (without --url); over HTTP switch sets with /set_gpt_weights and /set_sovits_weights");
+    models = r.data;
+  }
   const text = positionals.join(" ");
   if (!text.trim()) throw new Error('nothing to say: gsv say "Hello world." -o hello.wav');
   const out = values.out!;
@@ -197,7 +208,7 @@ export async function say(argv: string[]): Promise<void> {
     if (!natsUrl) stack = await startStack({});
     const nc = await connect({ servers: natsUrl ?? stack!.natsUrl });
     try {
-      const client = new GsvClient(nc);
+      const client = new GsvClient(nc, models ? { models } : {});
       const refPath = values.ref ? resolve(values.ref) : fromRoot("voices", "default.wav");
       const promptText = values["prompt-text"] ?? readFileSync(refPath.replace(/\.[^./\\]+$/, "") + ".txt", "utf8").trim();
       const audioSha = await client.putReferenceAudio(readFileSync(refPath));

@@ -31,6 +31,8 @@ import { checkApiKey } from "./auth.js";
 import { Admission } from "./admission.js";
 import { answerProtocolErrors, requestUrl } from "./protocol-errors.js";
 import type { StreamMode } from "../../shared/streaming.js";
+import type { ModelSelector } from "./model-sets.js";
+import type { ModelSelection } from "../../shared/model-sets.js";
 
 export interface GatewayOptions {
   nc: NatsConnection;
@@ -47,6 +49,8 @@ export interface GatewayOptions {
   onExit?: () => void;
   /** Admission control (admission.ts); by default only the maxInflight cap. */
   admission?: Admission;
+  /** The model sets new requests run on, and the switch (model-sets.ts); absent: the stages' defaults. */
+  models?: ModelSelector;
 }
 
 export const DEFAULT_VOICE = "default.wav";
@@ -78,6 +82,15 @@ export interface SynthJob {
   receivedAt?: number;
   /** Streaming mode 1..3 (docs/streaming.md); absent: the whole segment is decoded before its audio. */
   stream?: StreamMode;
+  /** The model sets to run on; absent: the current selection (/set_*_weights), else the stages' defaults. */
+  models?: ModelSelection;
+  /** The request id (X-Request-Id); absent: a new one. */
+  id?: string;
+}
+
+/** A new request id: 32 hex digits. */
+export function newRequestId(): string {
+  return randomUUID().replaceAll("-", "");
 }
 
 export class Gateway {
@@ -161,7 +174,8 @@ export class Gateway {
       }
     }
     const ok = Object.values(stages).every((n) => n > 0);
-    sendJson(res, ok ? 200 : 503, { status: ok ? "ok" : "degraded", replicas: stages, inflight: this.#inflight });
+    // models: the sets new requests run on (/set_*_weights); null = every stage's default set.
+    sendJson(res, ok ? 200 : 503, { status: ok ? "ok" : "degraded", replicas: stages, inflight: this.#inflight, models: this.o.models?.current ?? null });
   }
 
   /**
@@ -216,7 +230,9 @@ export class Gateway {
     else if (this.#inflight >= this.o.maxInflight) {
       throw Object.assign(new GsvError("OVERLOADED", `${this.#inflight} requests in flight; try again shortly`), { retryAfter: 1 });
     }
-    const id = randomUUID().replaceAll("-", "");
+    const id = job.id ?? newRequestId();
+    // Read once, at admission: a switch after this point does not change the sets this request runs on.
+    const models = job.models ?? this.o.models?.current;
     const receivedAt = job.receivedAt ?? Date.now();
     const path = req ? requestUrl(req.url).pathname : "/tts";
     // Continue the caller's trace (W3C traceparent), or start one.
@@ -236,6 +252,7 @@ export class Gateway {
           signal,
           onAudio: job.onAudio,
           ...(job.stream ? { stream: job.stream } : {}),
+          ...(models ? { models } : {}),
         }),
       );
       span.setAttribute("http.response.status_code", 200);

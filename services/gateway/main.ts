@@ -6,6 +6,7 @@ import { runUntilSignalled } from "../../shared/stage.js";
 import { VoiceRegistry, voiceRegistryBucket } from "../../shared/voice-registry.js";
 import { Admission } from "./admission.js";
 import { Gateway } from "./http.js";
+import { ModelSelector } from "./model-sets.js";
 import { DEFAULT_MAX_UPLOAD_BYTES } from "./routes/voices.js";
 import { tracer } from "../../shared/trace.js";
 
@@ -25,6 +26,7 @@ const gw = new Gateway({
   // /control?command=exit: the same graceful path as SIGTERM (stop accepting, finish in-flight, drain NATS).
   onExit: () => process.kill(process.pid, "SIGTERM"),
   admission: new Admission(Admission.fromEnv(64)).watchQueues(nc),
+  models: await new ModelSelector(nc, cfg.modelsRoot).start(),
 });
 tracer.init("gateway", cfg.replica);
 const port = await gw.listen(cfg.port, cfg.host);
@@ -34,5 +36,6 @@ log.info("gateway ready", { url });
 process.stdout.write(JSON.stringify({ ready: "gateway", url }) + "\n");
 runUntilSignalled("gateway", async () => {
   await gw.close();
+  gw.o.models?.stop();
   await nc.drain();
 });

@@ -6,7 +6,8 @@ import { ortBackend } from "../../shared/cost-model.js";
 import { decodeAs, encode } from "../../shared/codec.js";
 import { GsvError, toGsvError } from "../../shared/errors.js";
 import { log } from "../../shared/log.js";
-import { loadManifest } from "../../shared/manifest.js";
+import { loadManifest, type Manifest } from "../../shared/manifest.js";
+import { ModelSetCache, setInfo, type Lease } from "../../shared/model-sets.js";
 import { connectNats, refAudioStore, tokensBucket, voicesBucket } from "../../shared/nats.js";
 import { OrtPool } from "../../shared/ort-pool.js";
 import { SovitsJob, VoicePrepareRequest, type VocoderJob } from "../../shared/schemas.js";
@@ -30,17 +31,8 @@ const cfg = loadConfig("sovits-decoder");
 // (docs/performance.md). On the cost model (a simulated GPU) one device per replica and batches of 8.
 const onCpu = ortBackend() === "onnx";
 const ortWorkers = intEnv("GSV_SOVITS_ORT_WORKERS", process.env.GSV_ORT_WORKERS ? cfg.ortWorkers : onCpu ? Math.min(2, availableParallelism()) : 1) || 1;
-const manifest = loadManifest(cfg.modelDir);
-const modelSha = createHash("sha256").update(JSON.stringify(manifest.graphs)).digest("hex");
-const pool = await OrtPool.create({
-  modelDir: cfg.modelDir,
-  manifest,
-  graphs: ["cnhubert", "vq_extract", "ge_encoder", "sovits_encp", "cfm_dit"],
-  workers: ortWorkers,
-  intraOpThreads: cfg.ortThreads,
-});
-// Euler steps of all windows in flight (any request) run as one DiT batch: "pad" pads rows to the
-// longest window (x_lens masks), "bucket" batches only windows of equal length.
+// Euler steps of all windows in flight (any request of one model set) run as one DiT batch: "pad" pads
+// rows to the longest window (x_lens masks), "bucket" batches only windows of equal length.
 const cfmMode = process.env.GSV_CFM_BATCH === "bucket" ? "bucket" : "pad";
 const cfmMaxBatch = intEnv("GSV_CFM_MAX_BATCH", onCpu ? 1 : 8) || 1;
 // Steps are served earliest deadline first, then by segment and window, so a request's audio comes in
@@ -48,14 +40,39 @@ const cfmMaxBatch = intEnv("GSV_CFM_MAX_BATCH", onCpu ? 1 : 8) || 1;
 // CPU the DiT is compute-bound (batching buys ~13 %), and a large batch would hold back the first audio.
 const cfmStreamBatch = Number(process.env.GSV_CFM_STREAM_BATCH ?? 1);
 type DitItem = DitInput & { prio: number[]; streamed: boolean };
-const dit = new MicroBatcher<DitItem, { v: Float32Array; batch: number }>(async (items) => (await ditBatch(pool, manifest, items)).map((v) => ({ v, batch: items.length })), {
-  maxBatch: cfmMaxBatch,
-  concurrency: ortWorkers,
-  key: cfmMode === "bucket" ? (it) => it.t : undefined,
-  observe: batchObserver("sovits", "cfm_dit"),
-  priority: (it) => it.prio,
-  batchLimit: (it) => (it.streamed ? cfmStreamBatch : cfmMaxBatch),
+
+/** A SoVITS set in use: its graphs (VQ, encoders, DiT) and its own DiT batcher (batches never mix sets). */
+interface SovitsSet {
+  name: string;
+  manifest: Manifest;
+  modelSha: string;
+  pool: OrtPool;
+  dit: MicroBatcher<DitItem, { v: Float32Array; batch: number }>;
+}
+const sets = new ModelSetCache<SovitsSet>({
+  max: cfg.maxModelSets,
+  modelDir: cfg.modelDir,
+  modelsRoot: cfg.modelsRoot,
+  async load(name, dir) {
+    const graphs = ["cnhubert", "vq_extract", "ge_encoder", "sovits_encp", "cfm_dit"] as const;
+    const manifest = loadManifest(dir, { graphs });
+    const pool = await OrtPool.create({ modelDir: dir, manifest, graphs, workers: ortWorkers, intraOpThreads: cfg.ortThreads });
+    const dit = new MicroBatcher<DitItem, { v: Float32Array; batch: number }>(async (items) => (await ditBatch(pool, manifest, items)).map((v) => ({ v, batch: items.length })), {
+      maxBatch: cfmMaxBatch,
+      concurrency: ortWorkers,
+      key: cfmMode === "bucket" ? (it) => it.t : undefined,
+      observe: batchObserver("sovits", "cfm_dit"),
+      priority: (it) => it.prio,
+      batchLimit: (it) => (it.streamed ? cfmStreamBatch : cfmMaxBatch),
+    });
+    log.info("sovits-decoder loaded a model set", { set: name, dir });
+    return { name, manifest, modelSha: createHash("sha256").update(JSON.stringify(manifest.graphs)).digest("hex"), pool, dit };
+  },
+  async unload(set) {
+    await set.pool.close();
+  },
 });
+(await sets.acquire()).release(); // the default set at start: a broken default fails the process
 const nc = await connectNats({ url: cfg.natsUrl, name: cfg.replica });
 const voices = new VoiceStore(await voicesBucket(nc));
 const refAudio = await refAudioStore(nc);
@@ -81,8 +98,9 @@ async function waitForTokens(job: SovitsJob, need: number, ctx: StageContext): P
 
 // Voice preparation: single flight per voice within this replica; the result is shared through KV.
 const preparing = new Map<string, Promise<{ key: string; tokens: number; cached: boolean }>>();
-async function ensureVoice(audioSha: string): Promise<{ key: string; tokens: number; cached: boolean }> {
-  const key = voiceKey(modelSha, audioSha);
+async function ensureVoice(set: SovitsSet, audioSha: string): Promise<{ key: string; tokens: number; cached: boolean }> {
+  const { pool, manifest } = set;
+  const key = voiceKey(set.modelSha, audioSha);
   const have = await voices.get(key);
   if (have) return { key, tokens: have.prompts.length, cached: true };
   let p = preparing.get(key);
@@ -107,58 +125,87 @@ const runner = new StageRunner({
   // Each job decodes its windows one after another; jobs in flight are what the DiT batches over.
   concurrency: Math.max(cfg.concurrency, cfmMaxBatch * ortWorkers),
   ackWaitMs: cfg.ackWaitMs,
-  metadata: { modelSet: manifest.name, cfmBatch: cfmMode },
-  extraStatus: () => ({ ditBatches: Object.fromEntries(dit.histogram), ditWaiting: dit.waiting }),
+  metadata: { modelSet: sets.defaultName, cfmBatch: cfmMode },
+  modelSets: {
+    async load(name) {
+      const lease = await sets.acquire(name);
+      lease.release();
+      return setInfo(lease.name, lease.value.modelSha, lease.value.manifest, sets.names);
+    },
+    names: () => sets.names,
+    counts: sets.counts,
+  },
+  extraStatus: async () => {
+    const histogram = new Map<number, number>();
+    let ditWaiting = 0;
+    for (const [, set] of await sets.loaded()) {
+      for (const [k, v] of set.dit.histogram) histogram.set(k, (histogram.get(k) ?? 0) + v);
+      ditWaiting += set.dit.waiting;
+    }
+    return { ditBatches: Object.fromEntries(histogram), ditWaiting };
+  },
   async handle(job, ctx) {
-    checkSovitsJob(job, manifest);
-    if (job.stream) return streamWindow(job, ctx);
-    const started = Date.now();
-    const voice = await voices.require(job.voiceKey);
-    const enc = await encodeSegment(pool, manifest, {
-      prompts: voice.prompts,
-      promptIds: job.promptIds,
-      tokens: job.tokens,
-      textIds: job.textIds,
-      ge: voice.ge,
-      speed: job.params.speed,
-    });
-    let winBatch = 1;
-    let win = 0;
-    const ditFn = async (input: DitInput) => {
-      const r = await dit.submit({ ...input, prio: [job.deadline, job.seg, win], streamed: false });
-      winBatch = Math.max(winBatch, r.batch);
-      return r.v;
-    };
-    let winStarted = started;
-    for await (const w of decodeWindows(ditFn, manifest, { voice, enc, steps: job.params.sampleSteps, seed: job.params.seed, seg: job.seg, checkAlive: () => ctx.checkAlive(job) })) {
-      const out: VocoderJob = {
-        id: job.id,
-        reply: job.reply,
-        deadline: job.deadline,
-        enqueuedAt: Date.now(),
-        // A later window waited for the one before it, not in a queue: its queue time is 0.
-        timings: [...job.timings, { ...timing("sovits", cfg.replica, job, winStarted, winBatch, job.seg, win), ...(win > 0 ? { queueMs: 0 } : {}) }],
-        seg: job.seg,
-        segCount: job.segCount,
-        win,
-        last: w.last,
-        mel: w.mel,
-        frames: w.frames,
-        overlap: w.overlap,
-        tail: w.tail,
-        tokens: job.tokens.length,
-        fragmentInterval: job.params.fragmentInterval,
-      };
-      await ctx.forward("vocoder", `${job.id}:vocoder:${job.seg}:${win}`, out);
-      win = w.win + 1;
-      winStarted = Date.now();
-      winBatch = 1;
+    const lease = await sets.acquire(job.models?.sovits);
+    try {
+      await decodeSegment(job, ctx, lease);
+    } finally {
+      lease.release();
     }
   },
 });
 
+async function decodeSegment(job: SovitsJob, ctx: StageContext, lease: Lease<SovitsSet>): Promise<void> {
+  const { manifest, pool, dit } = lease.value;
+  checkSovitsJob(job, manifest);
+  if (job.stream) return streamWindow(job, ctx, lease.value);
+  const started = Date.now();
+  const voice = await voices.require(job.voiceKey);
+  const enc = await encodeSegment(pool, manifest, {
+    prompts: voice.prompts,
+    promptIds: job.promptIds,
+    tokens: job.tokens,
+    textIds: job.textIds,
+    ge: voice.ge,
+    speed: job.params.speed,
+  });
+  let winBatch = 1;
+  let win = 0;
+  const ditFn = async (input: DitInput) => {
+    const r = await dit.submit({ ...input, prio: [job.deadline, job.seg, win], streamed: false });
+    winBatch = Math.max(winBatch, r.batch);
+    return r.v;
+  };
+  let winStarted = started;
+  for await (const w of decodeWindows(ditFn, manifest, { voice, enc, steps: job.params.sampleSteps, seed: job.params.seed, seg: job.seg, checkAlive: () => ctx.checkAlive(job) })) {
+    const out: VocoderJob = {
+      id: job.id,
+      reply: job.reply,
+      deadline: job.deadline,
+      enqueuedAt: Date.now(),
+      // A later window waited for the one before it, not in a queue: its queue time is 0.
+      timings: [...job.timings, { ...timing("sovits", cfg.replica, job, winStarted, winBatch, job.seg, win), ...(win > 0 ? { queueMs: 0 } : {}) }],
+      seg: job.seg,
+      segCount: job.segCount,
+      win,
+      last: w.last,
+      mel: w.mel,
+      frames: w.frames,
+      overlap: w.overlap,
+      tail: w.tail,
+      tokens: job.tokens.length,
+      fragmentInterval: job.params.fragmentInterval,
+      ...(job.models ? { models: job.models } : {}),
+    };
+    await ctx.forward("vocoder", `${job.id}:vocoder:${job.seg}:${win}`, out);
+    win = w.win + 1;
+    winStarted = Date.now();
+    winBatch = 1;
+  }
+}
+
 /** One window of a streamed segment; forwards its mel to the vocoder and the next window's job to this stage. */
-async function streamWindow(job: SovitsJob, ctx: StageContext): Promise<void> {
+async function streamWindow(job: SovitsJob, ctx: StageContext, set: SovitsSet): Promise<void> {
+  const { manifest, pool, dit } = set;
   const voice = await voices.require(job.voiceKey);
   const sched = makeSchedule(job.stream!.mode, manifest.dims.cfm, voice.refMelFrames, voice.prompts.length, job.params.speed);
   let tokens = job.tokens;
@@ -193,6 +240,7 @@ async function streamWindow(job: SovitsJob, ctx: StageContext): Promise<void> {
     tail: w.tail,
     tokens: final ? tokens.length : 0,
     fragmentInterval: job.params.fragmentInterval,
+    ...(job.models ? { models: job.models } : {}),
   };
   await ctx.forward("vocoder", `${job.id}:vocoder:${job.seg}:${w.win}`, out);
   if (r.next) {
@@ -215,7 +263,8 @@ svc.addEndpoint("prepare", {
     preparingNow++;
     (async () => {
       const req = decodeAs(VoicePrepareRequest, m.data);
-      const r = await ensureVoice(req.audioSha);
+      const lease = await sets.acquire(req.sovits);
+      const r = await ensureVoice(lease.value, req.audioSha).finally(() => lease.release());
       span.setAttribute("gsv.voice_cached", r.cached);
       m.respond(encode({ ok: true, voiceKey: r.key, promptTokens: r.tokens, cached: r.cached, ms: Date.now() - t0 }));
     })()
@@ -232,11 +281,11 @@ svc.addEndpoint("prepare", {
 });
 await nc.flush(); // the server has the voice-prep subscription before anyone is told this replica is ready
 process.stdout.write(JSON.stringify({ ready: "sovits-decoder", replica: cfg.replica, metrics: runner.metricsUrl }) + "\n");
-log.info("sovits-decoder ready", { replica: cfg.replica, modelSet: manifest.name });
+log.info("sovits-decoder ready", { replica: cfg.replica, modelSet: sets.defaultName });
 runUntilSignalled("sovits-decoder", async () => {
   await svc.stop(); // no new voice preparations; answer the ones in progress before the connection closes
   if (preparingNow > 0) await new Promise<void>((r) => (preparedAll = r));
   await runner.stop();
   await nc.drain();
-  await pool.close();
+  await sets.close();
 });

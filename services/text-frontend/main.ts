@@ -54,7 +54,7 @@ async function prepareVoice(job: TextJob): Promise<string> {
     const left = job.deadline - Date.now();
     if (left <= 0) throw new GsvError("DEADLINE_EXCEEDED", "voice preparation did not answer before the deadline");
     try {
-      const m = await nc.request(Subjects.voicePrepare, encode({ audioSha: job.voice.audioSha, deadline: job.deadline }), { timeout: Math.min(left, PREPARE_ATTEMPT_MS), headers: traceHeaders() });
+      const m = await nc.request(Subjects.voicePrepare, encode({ audioSha: job.voice.audioSha, deadline: job.deadline, ...(job.models ? { sovits: job.models.sovits } : {}) }), { timeout: Math.min(left, PREPARE_ATTEMPT_MS), headers: traceHeaders() });
       data = m.data;
     } catch (err) {
       const msg = (err as Error).message;
@@ -111,6 +111,7 @@ const runner = new StageRunner({
         ...(feats[seg] ? { textBert: feats[seg]! } : {}),
         params: job.params,
         ...(job.stream ? { stream: job.stream } : {}),
+        ...(job.models ? { models: job.models } : {}),
       };
       await ctx.forward("gpt", `${job.id}:gpt:${seg}`, out);
     }

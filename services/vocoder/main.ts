@@ -7,6 +7,7 @@
  */
 import { loadConfig } from "../../shared/config.js";
 import { loadManifest, type Manifest } from "../../shared/manifest.js";
+import { ModelSetCache, setInfo } from "../../shared/model-sets.js";
 import { connectNats } from "../../shared/nats.js";
 import { OrtPool } from "../../shared/ort-pool.js";
 import { VocodeRequest, VocoderJob } from "../../shared/schemas.js";
@@ -28,26 +29,45 @@ import { checkVocoderJob } from "../../shared/job-checks.js";
 /** The model set's vocoder graph behind the JetStream work queue (the default). */
 async function serveModelSetVocoder(): Promise<void> {
   const cfg = loadConfig("vocoder");
-  const manifest = loadManifest(cfg.modelDir);
-  const pool = await OrtPool.create({ modelDir: cfg.modelDir, manifest, graphs: ["vocoder"], workers: cfg.ortWorkers, intraOpThreads: cfg.ortThreads });
   const nc = await connectNats({ url: cfg.natsUrl, name: cfg.replica });
-  const { upsample, sampleRate } = manifest.dims.vocoder;
-  const bands = manifest.dims.mel.bands;
-
   // Windows of equal length are vocoded together (no padding, so a batched window equals the window alone).
   const maxBatch = Number(process.env.GSV_VOCODER_MAX_BATCH ?? 8);
-  const vocode = new MicroBatcher<{ mel: Float32Array; frames: number }, { pcm: Float32Array; batch: number }>(
-    async (items) => {
-      const frames = items[0].frames;
-      const x = new Float32Array(items.length * bands * frames);
-      items.forEach((it, i) => x.set(it.mel, i * bands * frames));
-      const out = await pool.run("vocoder", { x: f32(x, [items.length, bands, frames]) });
-      const audio = asFloat32(out.audio, "audio");
-      const n = frames * upsample;
-      return items.map((_, i) => ({ pcm: audio.slice(i * n, (i + 1) * n), batch: items.length }));
+  /** The vocoder graph of a SoVITS set, with its own batcher (batches never mix sets). */
+  interface VocoderSet {
+    manifest: Manifest;
+    sha: string;
+    pool: OrtPool;
+    vocode: MicroBatcher<{ mel: Float32Array; frames: number }, { pcm: Float32Array; batch: number }>;
+  }
+  const sets = new ModelSetCache<VocoderSet>({
+    max: cfg.maxModelSets,
+    modelDir: cfg.modelDir,
+    modelsRoot: cfg.modelsRoot,
+    async load(name, dir) {
+      const manifest = loadManifest(dir, { graphs: ["vocoder"] });
+      const pool = await OrtPool.create({ modelDir: dir, manifest, graphs: ["vocoder"], workers: cfg.ortWorkers, intraOpThreads: cfg.ortThreads });
+      const { upsample } = manifest.dims.vocoder;
+      const bands = manifest.dims.mel.bands;
+      const vocode = new MicroBatcher<{ mel: Float32Array; frames: number }, { pcm: Float32Array; batch: number }>(
+        async (items) => {
+          const frames = items[0].frames;
+          const x = new Float32Array(items.length * bands * frames);
+          items.forEach((it, i) => x.set(it.mel, i * bands * frames));
+          const out = await pool.run("vocoder", { x: f32(x, [items.length, bands, frames]) });
+          const audio = asFloat32(out.audio, "audio");
+          const n = frames * upsample;
+          return items.map((_, i) => ({ pcm: audio.slice(i * n, (i + 1) * n), batch: items.length }));
+        },
+        { maxBatch, concurrency: cfg.ortWorkers, key: (it) => it.frames, observe: batchObserver("vocoder", "vocoder") },
+      );
+      log.info("vocoder loaded a model set", { set: name, dir });
+      return { manifest, sha: createHash("sha256").update(JSON.stringify(manifest.graphs)).digest("hex"), pool, vocode };
     },
-    { maxBatch, concurrency: cfg.ortWorkers, key: (it) => it.frames, observe: batchObserver("vocoder", "vocoder") },
-  );
+    async unload(set) {
+      await set.pool.close();
+    },
+  });
+  (await sets.acquire()).release(); // the default set at start: a broken default fails the process
 
   const runner = new StageRunner({
     stage: "vocoder",
@@ -57,12 +77,38 @@ async function serveModelSetVocoder(): Promise<void> {
     // Pull enough windows that batches can form.
     concurrency: Math.max(cfg.concurrency, maxBatch * cfg.ortWorkers),
     ackWaitMs: cfg.ackWaitMs,
-    metadata: { modelSet: manifest.name },
-    extraStatus: () => ({ batches: Object.fromEntries(vocode.histogram), waiting: vocode.waiting }),
+    metadata: { modelSet: sets.defaultName },
+    modelSets: {
+      async load(name) {
+        const lease = await sets.acquire(name);
+        lease.release();
+        return setInfo(lease.name, lease.value.sha, lease.value.manifest, sets.names);
+      },
+      names: () => sets.names,
+      counts: sets.counts,
+    },
+    extraStatus: async () => {
+      const batches = new Map<number, number>();
+      let waiting = 0;
+      for (const [, set] of await sets.loaded()) {
+        for (const [k, v] of set.vocode.histogram) batches.set(k, (batches.get(k) ?? 0) + v);
+        waiting += set.vocode.waiting;
+      }
+      return { batches: Object.fromEntries(batches), waiting };
+    },
     async handle(job, ctx) {
-      checkVocoderJob(job, manifest);
+      const lease = await sets.acquire(job.models?.sovits);
+      const { manifest, vocode } = lease.value;
+      const { upsample, sampleRate } = manifest.dims.vocoder;
       const started = Date.now();
-      const { pcm, batch } = await vocode.submit({ mel: job.mel, frames: job.frames });
+      let pcm: Float32Array;
+      let batch: number;
+      try {
+        checkVocoderJob(job, manifest);
+        ({ pcm, batch } = await vocode.submit({ mel: job.mel, frames: job.frames }));
+      } finally {
+        lease.release();
+      }
       ctx.checkAlive(job);
       ctx.reply(job, {
         type: "audio",
@@ -87,7 +133,7 @@ async function serveModelSetVocoder(): Promise<void> {
   runUntilSignalled("vocoder", async () => {
     await runner.stop();
     await nc.drain();
-    await pool.close();
+    await sets.close();
   });
 }
 

@@ -12,7 +12,7 @@ import { VoicePrepareReply } from "../../../shared/schemas.js";
 import { Subjects } from "../../../shared/subjects.js";
 import { encodeAudio, FORMATS, ffmpegAvailable, type AudioFormat } from "../audio-encode.js";
 import { readJsonObject, sendJson, timingHeaders, type Ctx, type Route } from "../common.js";
-import type { Gateway, ResolvedVoice, SynthJob } from "../http.js";
+import { newRequestId, type Gateway, type ResolvedVoice, type SynthJob } from "../http.js";
 import { parseApiV2, queryToObject, type ApiV2Params } from "../params.js";
 import { streamAudio } from "../stream.js";
 import type { StreamMode } from "../../../shared/streaming.js";
@@ -73,7 +73,7 @@ async function handleTts(gw: Gateway, ctx: Ctx): Promise<void> {
   const p = parseApiV2(await requestParams(gw, ctx));
   await requireEncoder(p.media_type);
   const voice = await gw.resolveVoice(p.ref_audio_path);
-  const job = { ...apiV2Job(p, voice), receivedAt: t0 };
+  const job = { ...apiV2Job(p, voice), receivedAt: t0, id: newRequestId() };
   const gatewayMs = Date.now() - t0;
   const gone = gw.clientGone(ctx.res);
   try {
@@ -81,7 +81,7 @@ async function handleTts(gw: Gateway, ctx: Ctx): Promise<void> {
     const mode = Number(p.streaming_mode);
     if (mode > 0) {
       const streamed = { ...job, stream: mode as StreamMode };
-      await streamAudio(ctx.res, (onAudio) => gw.synthesize({ ...streamed, onAudio }, gone.signal, ctx.req, ctx.res), p.media_type, mode, gatewayMs, { "X-Gsv-Voice": encodeURIComponent(voice.label) });
+      await streamAudio(ctx.res, (onAudio) => gw.synthesize({ ...streamed, onAudio }, gone.signal, ctx.req, ctx.res), p.media_type, mode, gatewayMs, { "X-Request-Id": job.id, "X-Gsv-Voice": encodeURIComponent(voice.label) });
       return;
     }
     const result = await gw.synthesize(job, gone.signal, ctx.req, ctx.res);
@@ -144,23 +144,16 @@ async function handleSetReferAudio(gw: Gateway, ctx: Ctx): Promise<void> {
 }
 
 /**
- * Model sets are chosen when the stages start (GSV_MODEL_DIR); the stages do not switch at run time.
- * Naming the set that is already served succeeds (nothing to do); anything else is NOT_SUPPORTED.
+ * Switch the GPT or SoVITS model set of new requests (docs/api.md): `weights_path` names a set under the
+ * models root. 200 only once the stages have loaded it and it fits the other half of the selection;
+ * requests admitted earlier finish on their old sets.
  */
 async function handleSetWeights(gw: Gateway, ctx: Ctx, which: "gpt" | "sovits"): Promise<void> {
   const path = ctx.url.searchParams.get("weights_path");
   if (!path) throw new GsvError("BAD_PARAMETER", `${which} weight path is required`);
-  const served = await gw.servedModelSets();
-  const name = path.replace(/[\\/]+$/, "").split(/[\\/]/).pop() ?? path;
-  if (served.includes(path) || served.includes(name)) {
-    sendJson(ctx.res, 200, { message: "success", model_set: name });
-    return;
-  }
-  throw new GsvError(
-    "NOT_SUPPORTED",
-    `switching ${which} weights at run time is not supported: the stages serve the model set ${served.map((s) => JSON.stringify(s)).join(", ") || "(none reachable)"}; ` +
-      `export the checkpoints to a model set (docs/models.md) and start the stages with GSV_MODEL_DIR pointing at it`,
-  );
+  if (!gw.o.models) throw new GsvError("NOT_SUPPORTED", "this gateway runs without model-set switching");
+  const sel = await gw.o.models.switchTo(which, path);
+  sendJson(ctx.res, 200, { message: "success", model_set: which === "gpt" ? sel.gpt : sel.sovits, models: sel });
 }
 
 /** The GPT-SoVITS-V2 fork's speaker list: one entry per WAV in voices/参考音频, named by its file name. */

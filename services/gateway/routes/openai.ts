@@ -11,6 +11,7 @@ import { SplitMethods } from "../../../shared/schemas.js";
 import { AudioEncoderStream, FORMATS, type AudioFormat } from "../audio-encode.js";
 import { readJsonObject, sendJson, VOICE_PREFIX, type Ctx, type Route } from "../common.js";
 import type { Gateway, ResolvedVoice, SynthJob } from "../http.js";
+import type { ModelSelection } from "../../../shared/model-sets.js";
 import { intParam, numParam, paramError } from "../params.js";
 import { requireEncoder } from "./api-v2.js";
 
@@ -48,12 +49,15 @@ const SpeechRequest = z.object({
 export function openaiRoutes(gw: Gateway): Route[] {
   return [
     { method: "POST", path: "/v1/audio/speech", style: "openai", handle: (ctx) => handleSpeech(gw, ctx) },
-    { method: "GET", path: "/v1/models", style: "openai", handle: (ctx) => handleModels(ctx) },
+    { method: "GET", path: "/v1/models", style: "openai", handle: (ctx) => handleModels(gw, ctx) },
   ];
 }
 
-async function handleModels(ctx: Ctx): Promise<void> {
-  sendJson(ctx.res, 200, { object: "list", data: OPENAI_MODELS.map((id) => ({ id, object: "model", created: 0, owned_by: "gsv-pipeline" })) });
+/** OpenAI's model names (the current selection), then the model sets under the models root. */
+async function handleModels(gw: Gateway, ctx: Ctx): Promise<void> {
+  const sets = (await gw.o.models?.available()) ?? [];
+  const ids = [...OPENAI_MODELS, ...sets.filter((s) => !(OPENAI_MODELS as readonly string[]).includes(s))];
+  sendJson(ctx.res, 200, { object: "list", data: ids.map((id) => ({ id, object: "model", created: 0, owned_by: "gsv-pipeline" })) });
 }
 
 /** OpenAI's `voice`: a registered voice id (bare, "voice:<id>" or {"id"}); OpenAI's built-in names and "default" fall back to the default reference. */
@@ -74,8 +78,17 @@ async function handleSpeech(gw: Gateway, ctx: Ctx): Promise<void> {
   }
   const p = parsed.data;
   if (!p.input.trim()) throw new GsvError("MISSING_TEXT", "input: must not be empty");
-  if (!(OPENAI_MODELS as readonly string[]).includes(p.model) && !(await gw.servedModelSets()).includes(p.model)) {
-    throw new GsvError("BAD_PARAMETER", `model: ${JSON.stringify(p.model)} is not served; use one of ${OPENAI_MODELS.join(", ")} (GET /v1/models)`);
+  // A model set's name runs the request on that set (GPT and SoVITS halves); OpenAI's names on the current selection.
+  let models: ModelSelection | undefined;
+  if (!(OPENAI_MODELS as readonly string[]).includes(p.model)) {
+    const notServed = () => new GsvError("BAD_PARAMETER", `model: ${JSON.stringify(p.model)} is not served; use one of ${OPENAI_MODELS.join(", ")} or a model set (GET /v1/models)`);
+    if (!gw.o.models) {
+      if (!(await gw.servedModelSets()).includes(p.model)) throw notServed();
+    } else {
+      models = await gw.o.models.forRequest(p.model).catch((err: unknown) => {
+        throw err instanceof GsvError && (err.code === "UNKNOWN_MODEL_SET" || err.code === "BAD_PARAMETER") ? notServed() : err;
+      });
+    }
   }
   const format = toAudioFormat(p.response_format);
   await requireEncoder(format);
@@ -98,6 +111,7 @@ async function handleSpeech(gw: Gateway, ctx: Ctx): Promise<void> {
       fragmentInterval: p.fragment_interval,
     },
     timeoutMs: 0,
+    ...(models ? { models } : {}),
   };
   await streamSpeech(gw, ctx, job, format, p.stream_format, p.input.length);
 }

@@ -1,0 +1,120 @@
+/**
+ * The gateway's side of model sets (shared/model-sets.ts): which sets new requests run on, and the
+ * switch that /set_gpt_weights and /set_sovits_weights make.
+ *
+ * The selection lives in a KV key (Buckets.modelSelection, key `current`) that every gateway watches, so
+ * all gateways admit new requests with the same sets. A switch first asks the stages to load the new set
+ * (one replica of each stage answers: the others load it on first use) and checks that it fits the other
+ * half of the selection; only then is the key written. Requests carry their sets' names in every work
+ * message, so those admitted before the switch finish on their old sets.
+ */
+import { readdir } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import type { KV, NatsConnection } from "nats";
+import { decode, encode } from "../../shared/codec.js";
+import { GsvError, isErrorCode } from "../../shared/errors.js";
+import { log } from "../../shared/log.js";
+import { MANIFEST_FILE } from "../../shared/manifest.js";
+import { checkCompatible, ModelSelection, ModelSetName, ModelsLoadReply, resolveWeightsPath, type ModelSetInfo } from "../../shared/model-sets.js";
+import { modelSelectionBucket } from "../../shared/nats.js";
+import { ServiceNames, Subjects } from "../../shared/subjects.js";
+
+const KEY = "current";
+/** A stage loading a set reads and checks every graph file: allow it time. */
+const LOAD_TIMEOUT_MS = 120_000;
+
+export class ModelSelector {
+  readonly #nc: NatsConnection;
+  readonly #root: string;
+  #kv: KV | undefined;
+  #current: ModelSelection | undefined;
+  #stopWatch: (() => void) | undefined;
+  /** Switches on this gateway run one at a time. */
+  #chain: Promise<unknown> = Promise.resolve();
+
+  constructor(nc: NatsConnection, modelsRoot: string) {
+    this.#nc = nc;
+    this.#root = modelsRoot;
+  }
+
+  /** Read the stored selection and follow its changes (a switch made through any gateway). */
+  async start(): Promise<this> {
+    const kv = (this.#kv = await modelSelectionBucket(this.#nc));
+    let initialized!: () => void;
+    const first = new Promise<void>((resolve) => (initialized = resolve));
+    // the watch delivers the stored value (if any) first, then calls initializedFn
+    const w = await kv.watch({ key: KEY, initializedFn: () => initialized() });
+    this.#stopWatch = () => w.stop();
+    void (async () => {
+      for await (const e of w) {
+        if (e.operation === "PUT") {
+          const r = ModelSelection.safeParse(decode(e.value));
+          if (r.success) this.#current = r.data;
+          else log.warn("gateway: ignoring a malformed model selection in KV");
+        } else this.#current = undefined;
+      }
+    })().catch((err) => log.warn(`gateway: the model selection watch ended: ${(err as Error).message}`));
+    await first;
+    return this;
+  }
+
+  stop(): void {
+    this.#stopWatch?.();
+  }
+
+  /** The sets new requests run on; undefined: nothing was switched, every stage uses its default. */
+  get current(): ModelSelection | undefined {
+    return this.#current;
+  }
+
+  /** Ask one replica of a stage to load a set (absent: its default) and describe it. */
+  async load(service: string, set?: string): Promise<ModelSetInfo> {
+    let data: Uint8Array;
+    try {
+      data = (await this.#nc.request(Subjects.modelsLoad(service), encode(set ? { set } : {}), { timeout: LOAD_TIMEOUT_MS })).data;
+    } catch (err) {
+      throw new GsvError("STAGE_UNAVAILABLE", `no ${service} replica answered the model-set load: ${(err as Error).message}`);
+    }
+    const r = ModelsLoadReply.safeParse(decode(data));
+    if (!r.success) throw new GsvError("INTERNAL", `${service} gave a malformed model-set answer`);
+    if (!r.data.ok) throw new GsvError(isErrorCode(r.data.code) ? r.data.code : "INTERNAL", `${service}: ${r.data.message}`);
+    return r.data;
+  }
+
+  /** Load a GPT set and a SoVITS set (with its vocoder) in the stages and check that they fit together. */
+  async validate(gpt: string | undefined, sovits: string | undefined): Promise<ModelSelection> {
+    const [g, s] = await Promise.all([this.load(ServiceNames.gpt, gpt), this.load(ServiceNames.sovits, sovits), this.load(ServiceNames.vocoder, sovits)]);
+    checkCompatible(g, s);
+    return { gpt: g.name, sovits: s.name };
+  }
+
+  /** /set_gpt_weights, /set_sovits_weights: make `weightsPath` the GPT or SoVITS set of new requests. */
+  switchTo(which: "gpt" | "sovits", weightsPath: string): Promise<ModelSelection> {
+    const run = async () => {
+      const name = resolveWeightsPath(weightsPath, this.#root);
+      const cur = this.#current;
+      const sel = await this.validate(which === "gpt" ? name : cur?.gpt, which === "sovits" ? name : cur?.sovits);
+      const kv = this.#kv ?? (await modelSelectionBucket(this.#nc));
+      await kv.put(KEY, encode(sel));
+      this.#current = sel; // at once on this gateway; the watch brings it to the others
+      log.info("gateway: model sets switched", { ...sel });
+      return sel;
+    };
+    const p = this.#chain.then(run, run);
+    this.#chain = p.catch(() => undefined);
+    return p;
+  }
+
+  /** A set named per request (OpenAI `model`): both halves from that one set, loaded and checked. */
+  async forRequest(name: string): Promise<ModelSelection> {
+    if (!ModelSetName.safeParse(name).success) throw new GsvError("BAD_PARAMETER", `model: ${JSON.stringify(name)} is not a model set name`);
+    return this.validate(name, name);
+  }
+
+  /** Sets present under the models root (directories with a manifest.json), by name. */
+  async available(): Promise<string[]> {
+    const names = await readdir(this.#root).catch(() => [] as string[]);
+    return names.filter((n) => ModelSetName.safeParse(n).success && existsSync(join(this.#root, n, MANIFEST_FILE))).sort();
+  }
+}
