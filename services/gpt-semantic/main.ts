@@ -27,7 +27,12 @@ const engine = await EngineClient.create({
   manifest,
   workers: cfg.ortWorkers,
   intraOpThreads: cfg.ortThreads,
-  engine: { maxRows, kvBudgetBytes: Number(process.env.GSV_GPT_KV_BUDGET_MB ?? 2048) * 1024 * 1024 },
+  engine: {
+    maxRows,
+    kvBudgetBytes: Number(process.env.GSV_GPT_KV_BUDGET_MB ?? 2048) * 1024 * 1024,
+    // Playback-paced admission of a streamed request's later segments (docs/streaming.md, "Scheduling"); 0: off.
+    ...(process.env.GSV_GPT_PACING === "0" ? {} : { pacing: {} }),
+  },
   onSteps: (s) => recordBatch("gpt", "gpt_decode", { size: s.ids.length, startMs: s.startMs, endMs: s.endMs, steps: s.stepMs.length, stepMs: s.stepMs, tokens: s.tokens, carried: s.ids.map((id) => contexts.get(id)) }),
 });
 const nc = await connectNats({ url: cfg.natsUrl, name: cfg.replica });
