@@ -126,6 +126,77 @@ t.test("streaming schedule - the GPT engine gets segment 0 of a streamed request
   for (const r of reqs) t.same(done.get(r.id), alone.get(r.id), `${r.id}: the same tokens as alone`);
 });
 
+t.test("streaming schedule - with pacing, the GPT engine admits a streamed request's later segments only while the playing one stays ahead of playback", async (t) => {
+  const dir = fromRoot("models", "tiny");
+  const manifest = loadManifest(dir);
+  const real = {} as GptSessions;
+  for (const g of ["t2s_encoder", "t2s_prefill", "t2s_step"] as const) real[g] = await ort.InferenceSession.create(join(dir, manifest.graphs[g].file), { intraOpNumThreads: 1 });
+  // A fake clock advanced by the graphs' calls, as on a slow CPU: a prefill costs 300 ms, a decode step
+  // 12 ms per row (three rows outpace their audio, 40 ms a token; four do not). No real time is read.
+  let clock = 0;
+  const cost: Record<keyof GptSessions, (feeds: Record<string, ort.Tensor>) => number> = {
+    t2s_encoder: () => 0,
+    t2s_prefill: () => 300,
+    t2s_step: (feeds) => 12 * feeds.token.dims[0],
+  };
+  const sessions = {} as GptSessions;
+  for (const g of Object.keys(real) as (keyof GptSessions)[])
+    sessions[g] = { run: async (feeds: Record<string, ort.Tensor>) => ((clock += cost[g](feeds)), real[g].run(feeds)) } as unknown as ort.InferenceSession;
+  // Partials at every count from 6 on: the test sees each row's tokens step by step.
+  const every = Array.from({ length: 200 }, (_, k) => 6 + k);
+  const req = (id: string, seed: number, stream?: { group: string; order: number }): GptRequest => ({
+    id,
+    promptIds: Int32Array.from({ length: 6 }, (_, k) => (k * 31 + seed) % 732),
+    textIds: Int32Array.from({ length: 20 }, (_, k) => (k * 13 + 5 + seed) % 732),
+    prompts: Int32Array.from({ length: 50 }, (_, k) => (k * 17 + seed) % 1024),
+    sampling: { topK: 15, topP: 1, temperature: 1, repetitionPenalty: 1.35 },
+    seed,
+    ...(stream ? { emitAt: every, ...stream } : {}),
+  });
+  const reqs = () => [req("s.0", 3, { group: "s", order: 0 }), req("s.1", 1, { group: "s", order: 1 }), req("s.2", 4, { group: "s", order: 2 }), req("s.3", 6, { group: "s", order: 3 }), req("plain", 2), req("u.1", 5, { group: "u", order: 1 })];
+  const run = async (pacing: boolean, maxHoldMs = 60_000) => {
+    clock = 0;
+    const engine = new GptEngine(sessions, manifest, { maxRows: 8, admitPerStep: 2, now: () => clock, ...(pacing ? { pacing: { maxHoldMs } } : {}) });
+    for (const r of reqs()) engine.add(r);
+    const tokens = new Map<string, number>(); // tokens so far of each segment of "s"
+    const done = new Map<string, Int32Array>();
+    const admittedAt = new Map<string, number>();
+    let playStart: number | undefined;
+    let behindMs = 0; // the most the played audio ever ran past the tokens decoded in order
+    for (let step = 0; !engine.idle; step++) {
+      for (const d of await engine.step()) {
+        done.set(d.id, d.tokens);
+        tokens.set(d.id, d.tokens.length);
+      }
+      for (const id of engine.rowIds) if (!admittedAt.has(id)) admittedAt.set(id, step);
+      for (const p of engine.takePartials()) {
+        tokens.set(p.id, p.tokens.length);
+        if (p.id === "s.0" && playStart === undefined) playStart = clock;
+      }
+      if (playStart === undefined) continue;
+      // Tokens playable in order: finished segments, then the first unfinished one's tokens so far.
+      let ready = 0;
+      for (const id of ["s.0", "s.1", "s.2", "s.3"]) {
+        ready += tokens.get(id) ?? 0;
+        if (!done.has(id)) break;
+      }
+      if (!done.has("s.3")) behindMs = Math.max(behindMs, clock - playStart - 40 * ready);
+    }
+    return { done, admittedAt, behindMs, totalMs: clock };
+  };
+  const plain = await run(false);
+  const paced = await run(true);
+  t.ok(plain.behindMs > 0, `without pacing, the segments admitted at segment 0's first window put playback behind (by ${plain.behindMs} ms of fake time)`);
+  t.equal(paced.behindMs, 0, "with pacing, playback never runs past the decoded tokens");
+  t.ok(paced.admittedAt.get("s.1")! > plain.admittedAt.get("s.1")!, `segment 1 waited for a lead (step ${paced.admittedAt.get("s.1")} against ${plain.admittedAt.get("s.1")})`);
+  t.equal(paced.admittedAt.get("plain"), plain.admittedAt.get("plain"), "a request that does not stream is admitted as before");
+  t.equal(paced.admittedAt.get("s.0"), plain.admittedAt.get("s.0"), "segment 0 too");
+  t.equal(paced.admittedAt.get("u.1"), plain.admittedAt.get("u.1"), "and a streamed request whose segment 0 is not here (no playback start known)");
+  for (const r of reqs()) t.same(paced.done.get(r.id), plain.done.get(r.id), `${r.id}: pacing changes no token`);
+  const unheld = await run(true, 0);
+  t.same(["s.1", "s.2", "s.3"].map((id) => unheld.admittedAt.get(id)), ["s.1", "s.2", "s.3"].map((id) => plain.admittedAt.get(id)), "the hold limit bounds the hold: at 0 ms, admitted as without pacing");
+});
+
 t.test("streaming schedule - DiT steps: earliest deadline first, and a streamed item leads a batch of its limit", async (t) => {
   const { MicroBatcher } = await import("../shared/batcher.js");
   type It = { name: string; prio: number[]; streamed: boolean };

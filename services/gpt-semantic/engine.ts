@@ -79,6 +79,11 @@ interface Row {
   emitIdx: number;
 }
 
+/** Running average that follows load changes within a few samples. */
+function average(prev: number | undefined, x: number): number {
+  return prev === undefined ? x : 0.7 * prev + 0.3 * x;
+}
+
 export type GptSessions = Record<"t2s_encoder" | "t2s_prefill" | "t2s_step", ort.InferenceSession>;
 
 export function tokenLimit(manifest: Manifest, textPhones: number): { limit: number; byPolicy: boolean } {
@@ -102,15 +107,41 @@ export interface EngineOptions {
   kvBudgetBytes?: number;
   initialCapacity?: number;
   now?: () => number;
+  /** Streaming: admit a streamed request's later segments by its playback deadline (see #paced). Off when absent. */
+  pacing?: PacingOptions;
+}
+
+/**
+ * Playback-paced admission of a streamed request's later segments (docs/streaming.md, "Scheduling").
+ * The request's audio is taken to start playing when segment 0 reaches its first emit count and to
+ * consume `tokensPerSecond` tokens a second from then on.
+ */
+export interface PacingOptions {
+  /** Tokens per second of audio (25 for these models at speed 1). */
+  tokensPerSecond?: number;
+  /**
+   * A sibling is admitted only while the playing row's lead covers a prefill plus what the decode steps
+   * of the larger batch would lose against real time, counted over the playing row's remaining tokens
+   * (at most its length limit) but over no more than `horizonMs` of steps.
+   */
+  horizonMs?: number;
+  /** A held sibling is admitted anyway this long after it could first have been (bounds the loss in total time). */
+  maxHoldMs?: number;
 }
 
 export class GptEngine {
   readonly #s: GptSessions;
   readonly #m: Manifest;
-  readonly #o: Required<EngineOptions>;
+  readonly #o: Required<Omit<EngineOptions, "pacing">>;
   readonly #waiting: GptRequest[] = [];
   readonly #addedAt = new Map<string, number>();
   readonly #aborted = new Set<string>();
+  readonly #pacing: Required<PacingOptions> | undefined;
+  /** Measured decode-step ms per batch size and prefill ms (encoder + prefill), running averages. */
+  readonly #stepMs = new Map<number, number>();
+  #prefillMs: number | undefined;
+  /** Streamed requests: when segment 0 reached its first count (playback starts), and the tokens of finished segments by index. */
+  readonly #groups = new Map<string, { playStart?: number; done: Map<number, number> }>();
   #partials: GptPartial[] = [];
   #rows: Row[] = [];
   #capacity: number;
@@ -130,6 +161,7 @@ export class GptEngine {
       now: () => performance.now(),
       ...opts,
     };
+    this.#pacing = opts.pacing ? { tokensPerSecond: 25, horizonMs: 2000, maxHoldMs: 10_000, ...opts.pacing } : undefined;
     this.#capacity = this.#o.initialCapacity;
     this.#mask = new Float32Array(0);
     this.#alloc(this.#capacity);
@@ -240,6 +272,7 @@ export class GptEngine {
     const nr = req.promptIds.length;
     const nt = req.textIds.length;
     const i64 = (a: Int32Array) => BigInt64Array.from(a, (x) => BigInt(x));
+    const started = this.#o.now();
     const enc = await this.#s.t2s_encoder.run({
       ref_seq: new ort.Tensor("int64", i64(req.promptIds), [1, nr]),
       text_seq: new ort.Tensor("int64", i64(req.textIds), [1, nt]),
@@ -253,6 +286,7 @@ export class GptEngine {
       prompts: new ort.Tensor("int64", i64(req.prompts), [1, t25]),
     });
     this.stats.prefills++;
+    this.#prefillMs = average(this.#prefillMs, this.#o.now() - started);
     const { limit, byPolicy } = tokenLimit(this.#m, nt);
     this.#ensureCapacity(n + t25 + 1);
     const slot = this.#rows.length;
@@ -302,14 +336,76 @@ export class GptEngine {
     for (const r of this.#waiting) if (r.group !== undefined && r.order === 0 && r.emitAt) (held ??= new Set()).add(r.group);
     for (let i = 0; i < this.#waiting.length; i++) {
       const r = this.#waiting[i];
-      if (!held || r.group === undefined || !r.emitAt || r.order === 0 || !held.has(r.group)) return i;
+      if (!held || r.group === undefined || !r.emitAt || r.order === 0 || !held.has(r.group)) {
+        if (this.#pacing && r.group !== undefined && r.emitAt && r.order !== undefined && r.order > 0 && !this.#paced(r, r.group, r.order)) continue;
+        return i;
+      }
     }
     return -1;
+  }
+
+  /**
+   * Playback pacing: may this later segment of a streamed request start now? Its request plays the
+   * tokens of its segments in order, from the time segment 0 had its first window's tokens. The row
+   * that plays next is the running segment of the request with the lowest index; its lead is the audio
+   * it and the finished segments before it have decoded, less the audio played so far. Admitting
+   * another row costs the playing row a prefill (the batch waits for it) and, where a step of the
+   * larger batch takes longer than its token lasts, falling behind real time: the segment is admitted
+   * only if the lead covers both (over the playing row's remaining tokens, at most its length limit,
+   * or `horizonMs`, whichever is less), or if it is the one that plays next (of the waiting ones, the
+   * lowest index first), or after `maxHoldMs`. Unknown playback start (segment 0 decoded elsewhere):
+   * admitted; no measured cost yet: counted as none.
+   */
+  #paced(r: GptRequest, group: string, order: number): boolean {
+    const p = this.#pacing!;
+    const g = this.#groups.get(group);
+    if (g?.playStart === undefined) return true;
+    const now = this.#o.now();
+    if (now - Math.max(g.playStart, this.#addedAt.get(r.id) ?? now) >= p.maxHoldMs) return true;
+    let playing: Row | undefined;
+    for (const row of this.#rows) if (row.req.group === group && row.req.order !== undefined && (!playing || row.req.order < playing.req.order!)) playing = row;
+    let first = order; // the lowest index waiting here: it plays before any later one
+    for (const w of this.#waiting) if (w.group === group && w.emitAt && w.order !== undefined && w.order < first) first = w.order;
+    if (!playing || first < playing.req.order!) return order === first;
+    let ready = playing.generated.length;
+    for (const [o, n] of g.done) if (o < playing.req.order!) ready += n;
+    const tokenMs = 1000 / p.tokensPerSecond;
+    const leadMs = ready * tokenMs - (now - g.playStart);
+    // While the batch is one row larger, each step of the playing row loses step − tokenMs against its
+    // audio, for its remaining tokens (at most its limit) or over horizonMs, whichever is less.
+    const step = this.#estimateStepMs(this.#rows.length + 1);
+    const steps = Math.min(playing.limit - playing.generated.length, step > 0 ? p.horizonMs / step : 0);
+    const loss = Math.max(0, step - tokenMs) * steps;
+    return leadMs >= (this.#prefillMs ?? 0) + loss;
+  }
+
+  /** Step ms at batch size b: measured, else scaled linearly from the nearest smaller size measured (pessimistic on a CPU), else the nearest larger; 0 if none. */
+  #estimateStepMs(b: number): number {
+    const known = this.#stepMs.get(b);
+    if (known !== undefined) return known;
+    let below: number | undefined;
+    let above: number | undefined;
+    for (const k of this.#stepMs.keys()) {
+      if (k < b && (below === undefined || k > below)) below = k;
+      if (k > b && (above === undefined || k < above)) above = k;
+    }
+    if (below !== undefined) return (this.#stepMs.get(below)! * b) / below;
+    return above !== undefined ? this.#stepMs.get(above)! : 0;
+  }
+
+  /** Pacing: forget a streamed request once none of its segments is here any more (besides `leaving`). */
+  #forget(group: string, leaving?: Row): void {
+    if (!this.#rows.some((r) => r !== leaving && r.req.group === group) && !this.#waiting.some((r) => r.group === group)) this.#groups.delete(group);
   }
 
   #finish(row: Row, stoppedBy: GptResult["stoppedBy"], error?: string): GptResult {
     this.#addedAt.delete(row.req.id);
     this.#aborted.delete(row.req.id);
+    const group = row.req.group;
+    if (group !== undefined && this.#groups.has(group)) {
+      this.#groups.get(group)!.done.set(row.req.order ?? 0, row.generated.length);
+      this.#forget(group, row);
+    }
     return {
       id: row.req.id,
       tokens: Int32Array.from(row.generated),
@@ -329,9 +425,10 @@ export class GptEngine {
 
     // Aborted requests still waiting never start.
     for (let i = this.#waiting.length - 1; i >= 0; i--) {
-      const id = this.#waiting[i].id;
+      const { id, group } = this.#waiting[i];
       if (this.#aborted.has(id)) {
         this.#waiting.splice(i, 1);
+        if (group !== undefined) this.#forget(group);
         this.#aborted.delete(id);
         this.#addedAt.delete(id);
         done.push({ id, tokens: new Int32Array(), stoppedBy: "aborted", queueMs: 0, computeMs: 0, maxBatch: 0, meanBatch: 0 });
@@ -395,6 +492,8 @@ export class GptEngine {
         while (row.emitIdx < emitAt.length && emitAt[row.emitIdx] < row.generated.length) row.emitIdx++;
         if (emitAt[row.emitIdx] === row.generated.length) {
           this.#partials.push({ id: row.req.id, tokens: Int32Array.from(row.generated) });
+          if (this.#pacing && row.emitIdx === 0 && row.req.order === 0 && row.req.group !== undefined)
+            this.#groups.set(row.req.group, { playStart: this.#o.now(), done: new Map() });
           row.emitIdx++;
         }
       }
@@ -429,6 +528,7 @@ export class GptEngine {
     const t0 = this.#o.now();
     const out = await this.#s.t2s_step.run(feeds);
     this.stats.lastStepMs = this.#o.now() - t0;
+    this.#stepMs.set(b, average(this.#stepMs.get(b), this.stats.lastStepMs));
     this.stats.steps++;
     this.stats.tokens += b;
     this.stats.batchHistogram.set(b, (this.stats.batchHistogram.get(b) ?? 0) + 1);

@@ -23,7 +23,12 @@ import { emitPoints, makeSchedule, tokensKey } from "../../shared/streaming.js";
 
 const cfg = loadConfig("gpt-semantic");
 const maxRows = Number(process.env.GSV_GPT_MAX_ROWS ?? 16);
-const engineOptions = { maxRows, kvBudgetBytes: Number(process.env.GSV_GPT_KV_BUDGET_MB ?? 2048) * 1024 * 1024 };
+const engineOptions = {
+  maxRows,
+  kvBudgetBytes: Number(process.env.GSV_GPT_KV_BUDGET_MB ?? 2048) * 1024 * 1024,
+  // Playback-paced admission of a streamed request's later segments (docs/streaming.md, "Scheduling"); 0: off.
+  ...(process.env.GSV_GPT_PACING === "0" ? {} : { pacing: {} }),
+};
 /** A GPT set in use: its manifest and its continuous-batching engine (one per set: batches never mix sets). */
 interface GptSet {
   manifest: Manifest;
