@@ -246,6 +246,34 @@ t.test("every gateway follows the selection: one started later reads it, one run
   t.equal((await setWeights("sovits", "b")).status, 200);
 });
 
+t.test("switches of the two halves through two gateways at once both take effect (no lost update)", async (t) => {
+  const env = { ...TEST_ENV, NATS_URL: stack.natsUrl, PORT: "0", GSV_MODELS_ROOT: root, GSV_MODEL_DIR: join(root, "tiny") };
+  const gw2 = await startService("gateway", env);
+  t.teardown(() => gw2.stop());
+  const url2 = String(gw2.ready.url);
+  const health = async (u: string) => ((await (await fetch(`${u}/health`)).json()) as { models: ModelSelection | null }).models;
+  const set2 = (which: "gpt" | "sovits", name: string) => fetch(`${url2}/set_${which}_weights?weights_path=${name}`).then((r) => r.status);
+  // Each round: the GPT half through one gateway and the SoVITS half through the other, started together.
+  // Both gateways start from the same stored selection; a write that ignored the other's would undo it.
+  for (const [from, to] of [["b", "d"], ["d", "b"], ["b", "d"], ["d", "b"]]) {
+    t.same(await health(url), { gpt: from, sovits: from }, `round ${from} -> ${to}: starts from ${from}/${from}`);
+    const [s1, s2] = await Promise.all([setWeights("gpt", to).then((r) => r.status), set2("sovits", to)]);
+    t.same([s1, s2], [200, 200], "both switches answered 200");
+    // The gateways learn of each other's writes through their KV watch: wait (bounded) for both halves.
+    const settled = async (u: string) => {
+      let seen: ModelSelection | null = null;
+      for (let i = 0; i < 200; i++) {
+        seen = await health(u);
+        if (seen?.gpt === to && seen?.sovits === to) break;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      return seen;
+    };
+    if (!t.same(await settled(url2), { gpt: to, sovits: to }, "the second gateway admits with both halves")) break;
+    if (!t.same(await settled(url), { gpt: to, sovits: to }, "and so does the first")) break;
+  }
+});
+
 t.test("switching back and forth keeps at most GSV_MAX_MODEL_SETS sets loaded in every stage", async (t) => {
   for (const [gpt, sovits] of [["d", "d"], ["tiny", "tiny"], ["b", "b"], ["d", "d"], ["tiny", "tiny"]]) {
     t.equal((await setWeights("gpt", gpt)).status, 200, `gpt ${gpt}`);

@@ -23,6 +23,9 @@ import { ServiceNames, Subjects } from "../../shared/subjects.js";
 const KEY = "current";
 /** A stage loading a set reads and checks every graph file: allow it time. */
 const LOAD_TIMEOUT_MS = 120_000;
+/** JetStream's answer to a write whose expected last revision is not the key's (another writer came first). */
+const WRONG_LAST_SEQUENCE = 10071;
+const MAX_SWITCH_ATTEMPTS = 5;
 
 export class ModelSelector {
   readonly #nc: NatsConnection;
@@ -93,13 +96,27 @@ export class ModelSelector {
   switchTo(which: "gpt" | "sovits", weightsPath: string): Promise<ModelSelection> {
     const run = async () => {
       const name = resolveWeightsPath(weightsPath, this.#root);
-      const cur = this.#current;
-      const sel = await this.validate(which === "gpt" ? name : cur?.gpt, which === "sovits" ? name : cur?.sovits);
       const kv = this.#kv ?? (await modelSelectionBucket(this.#nc));
-      await kv.put(KEY, encode(sel));
-      this.#current = sel; // at once on this gateway; the watch brings it to the others
-      log.info("gateway: model sets switched", { ...sel });
-      return sel;
+      // Compare and set on the stored selection: a switch of the other half made meanwhile through
+      // another gateway is built upon (validated again with it), never overwritten.
+      for (let attempt = 1; ; attempt++) {
+        const entry = await kv.get(KEY);
+        const stored = entry?.operation === "PUT" ? ModelSelection.safeParse(decode(entry.value)) : undefined;
+        const cur = stored?.success ? stored.data : undefined;
+        const sel = await this.validate(which === "gpt" ? name : cur?.gpt, which === "sovits" ? name : cur?.sovits);
+        try {
+          if (entry) await kv.update(KEY, encode(sel), entry.revision);
+          else await kv.create(KEY, encode(sel));
+        } catch (err) {
+          const code = (err as { api_error?: { err_code?: number } }).api_error?.err_code;
+          if (code === WRONG_LAST_SEQUENCE && attempt < MAX_SWITCH_ATTEMPTS) continue;
+          if (code === WRONG_LAST_SEQUENCE) throw new GsvError("STAGE_UNAVAILABLE", "the model selection kept changing under this switch; try again");
+          throw err;
+        }
+        this.#current = sel; // at once on this gateway; the watch brings it to the others
+        log.info("gateway: model sets switched", { ...sel });
+        return sel;
+      }
     };
     const p = this.#chain.then(run, run);
     this.#chain = p.catch(() => undefined);
