@@ -4,7 +4,7 @@
  */
 import t from "tap";
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "nats";
@@ -84,6 +84,28 @@ t.test("cli - say -o file.wav (the non-streaming windows) and --stream to a file
   t.equal(streamed.readUInt32LE(40), streamed.length - 44, "streamed to a file: the header is completed at the end");
   t.equal(streamed.readUInt32LE(4), streamed.length - 8);
   t.ok(same(new Int16Array(streamed.buffer, streamed.byteOffset + 44, (streamed.length - 44) / 2), await reference(2)), "--stream is mode 2");
+});
+
+t.test("cli - say -o - into a non-blocking pipe whose reader is slow still writes all the audio", async (t) => {
+  // A pipe on stdout can be non-blocking (Node makes it so once anything touches process.stdout, as this
+  // preload does; so can the reading side): a write into the full pipe then fails with EAGAIN, where it
+  // used to end the CLI with that error (seen in CI under load). The reader here waits 5 s before reading.
+  const preload = join(dir, "touch-stdout.cjs");
+  writeFileSync(preload, "process.stdout;\n");
+  const p = spawn(process.execPath, ["-r", preload, fromRoot("dist", "tools", "cli.js"), "say", TEXT, "-o", "-", "--format", "raw", "--stream", "--mode", "3", "--seed", "8", "--steps", "4", "--nats", stack.natsUrl], { env: { ...process.env, ...TEST_ENV } });
+  const out: Buffer[] = [];
+  let err = "";
+  p.stderr.on("data", (d: Buffer) => (err += d));
+  p.stdout.pause();
+  const resume = setTimeout(() => {
+    p.stdout.on("data", (d: Buffer) => out.push(d));
+    p.stdout.resume();
+  }, 5000);
+  const code = await new Promise<number | null>((resolve) => p.on("close", resolve));
+  clearTimeout(resume);
+  t.equal(code, 0, err.slice(-300));
+  const bytes = Buffer.concat(out);
+  t.ok(same(new Int16Array(bytes.buffer, bytes.byteOffset, bytes.length / 2), await reference(3)), `all the audio arrived (${bytes.length} bytes)`);
 });
 
 t.test("cli - say --url streams raw PCM over HTTP", async (t) => {

@@ -23,6 +23,8 @@ import type { ReplyEvent } from "../shared/schemas.js";
 import type { StreamMode } from "../shared/streaming.js";
 import { startStack, type Stack } from "./launch.js";
 
+const PAUSE = new Int32Array(new SharedArrayBuffer(4));
+
 /** Where the audio goes: a file (header completed at the end) or stdout (header of unknown length). */
 class AudioSink {
   #fd: number;
@@ -41,7 +43,16 @@ class AudioSink {
 
   #write(b: Uint8Array): void {
     let off = 0;
-    while (off < b.length) off += writeSync(this.#fd, b, off, b.length - off);
+    while (off < b.length) {
+      try {
+        off += writeSync(this.#fd, b, off, b.length - off);
+      } catch (err) {
+        // A pipe on stdout may be non-blocking (its reader set it so, or Node did): when the reader is
+        // slower than we are, the write fails with EAGAIN instead of waiting. Wait a little and go on.
+        if ((err as NodeJS.ErrnoException).code !== "EAGAIN") throw err;
+        Atomics.wait(PAUSE, 0, 0, 5);
+      }
+    }
   }
 
   write(pcm: Float32Array, sampleRate: number): void {
