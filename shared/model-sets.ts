@@ -109,6 +109,27 @@ export function setDir(name: string, o: { modelDir: string; modelsRoot: string }
   return dir;
 }
 
+/**
+ * A stage's model-set hooks for StageRunner (`modelSets`): load requests answered from the stage's cache,
+ * the names it holds, its load counts. `describe` gives a loaded set's manifest and graph sha.
+ */
+export function stageModelSets<T>(sets: ModelSetCache<T>, describe: (set: T) => { sha: string; manifest: Manifest }): {
+  load(name?: string): Promise<ModelSetInfo>;
+  names(): string[];
+  counts: Record<string, number>;
+} {
+  return {
+    async load(name) {
+      const lease = await sets.acquire(name);
+      lease.release();
+      const d = describe(lease.value);
+      return setInfo(lease.name, d.sha, d.manifest, sets.names);
+    },
+    names: () => sets.names,
+    counts: sets.counts,
+  };
+}
+
 /** A set in use by one job: `release` when the job is done with it (the set may be unloaded after). */
 export interface Lease<T> {
   name: string;

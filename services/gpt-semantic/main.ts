@@ -3,7 +3,7 @@ import { loadConfig } from "../../shared/config.js";
 import { GsvError } from "../../shared/errors.js";
 import { log } from "../../shared/log.js";
 import { loadManifest, type Manifest } from "../../shared/manifest.js";
-import { ModelSetCache, setInfo } from "../../shared/model-sets.js";
+import { ModelSetCache, stageModelSets } from "../../shared/model-sets.js";
 import { createHash } from "node:crypto";
 import { connectNats, tokensBucket, voicesBucket } from "../../shared/nats.js";
 import { GptJob, type SovitsJob } from "../../shared/schemas.js";
@@ -72,15 +72,7 @@ const runner = new StageRunner({
   concurrency: maxRows * Math.max(1, cfg.ortWorkers),
   ackWaitMs: cfg.ackWaitMs,
   metadata: { modelSet: sets.defaultName, maxRows: String(maxRows) },
-  modelSets: {
-    async load(name) {
-      const lease = await sets.acquire(name);
-      lease.release();
-      return setInfo(lease.name, lease.value.sha, lease.value.manifest, sets.names);
-    },
-    names: () => sets.names,
-    counts: sets.counts,
-  },
+  modelSets: stageModelSets(sets, (set) => ({ sha: set.sha, manifest: set.manifest })),
   extraStatus: async () => {
     const engines: Record<string, unknown> = {};
     for (const [name, set] of await sets.loaded()) engines[name] = await set.engine.stats().catch(() => []);

@@ -7,7 +7,7 @@ import { decodeAs, encode } from "../../shared/codec.js";
 import { GsvError, toGsvError } from "../../shared/errors.js";
 import { log } from "../../shared/log.js";
 import { loadManifest, type Manifest } from "../../shared/manifest.js";
-import { ModelSetCache, setInfo, type Lease } from "../../shared/model-sets.js";
+import { ModelSetCache, stageModelSets, type Lease } from "../../shared/model-sets.js";
 import { connectNats, refAudioStore, tokensBucket, voicesBucket } from "../../shared/nats.js";
 import { OrtPool } from "../../shared/ort-pool.js";
 import { SovitsJob, VoicePrepareRequest, type VocoderJob } from "../../shared/schemas.js";
@@ -126,15 +126,7 @@ const runner = new StageRunner({
   concurrency: Math.max(cfg.concurrency, cfmMaxBatch * ortWorkers),
   ackWaitMs: cfg.ackWaitMs,
   metadata: { modelSet: sets.defaultName, cfmBatch: cfmMode },
-  modelSets: {
-    async load(name) {
-      const lease = await sets.acquire(name);
-      lease.release();
-      return setInfo(lease.name, lease.value.modelSha, lease.value.manifest, sets.names);
-    },
-    names: () => sets.names,
-    counts: sets.counts,
-  },
+  modelSets: stageModelSets(sets, (set) => ({ sha: set.modelSha, manifest: set.manifest })),
   extraStatus: async () => {
     const histogram = new Map<number, number>();
     let ditWaiting = 0;

@@ -7,7 +7,7 @@
  */
 import { loadConfig } from "../../shared/config.js";
 import { loadManifest, type Manifest } from "../../shared/manifest.js";
-import { ModelSetCache, setInfo } from "../../shared/model-sets.js";
+import { ModelSetCache, stageModelSets } from "../../shared/model-sets.js";
 import { connectNats } from "../../shared/nats.js";
 import { OrtPool } from "../../shared/ort-pool.js";
 import { VocodeRequest, VocoderJob } from "../../shared/schemas.js";
@@ -78,15 +78,7 @@ async function serveModelSetVocoder(): Promise<void> {
     concurrency: Math.max(cfg.concurrency, maxBatch * cfg.ortWorkers),
     ackWaitMs: cfg.ackWaitMs,
     metadata: { modelSet: sets.defaultName },
-    modelSets: {
-      async load(name) {
-        const lease = await sets.acquire(name);
-        lease.release();
-        return setInfo(lease.name, lease.value.sha, lease.value.manifest, sets.names);
-      },
-      names: () => sets.names,
-      counts: sets.counts,
-    },
+    modelSets: stageModelSets(sets, (set) => ({ sha: set.sha, manifest: set.manifest })),
     extraStatus: async () => {
       const batches = new Map<number, number>();
       let waiting = 0;
