@@ -447,6 +447,7 @@ export class GptEngine {
         this.#rows.push(await this.#admit(next));
       } catch (err) {
         this.#addedAt.delete(next.id);
+        if (next.group !== undefined) this.#forget(next.group);
         done.push({ id: next.id, tokens: new Int32Array(), stoppedBy: "aborted", queueMs: 0, computeMs: 0, maxBatch: 0, meanBatch: 0, error: (err as Error).message });
       }
     }
