@@ -153,11 +153,16 @@ t.test("streaming schedule - with pacing, the GPT engine admits a streamed reque
     seed,
     ...(stream ? { emitAt: every, ...stream } : {}),
   });
-  const reqs = () => [req("s.0", 3, { group: "s", order: 0 }), req("s.1", 1, { group: "s", order: 1 }), req("s.2", 4, { group: "s", order: 2 }), req("s.3", 6, { group: "s", order: 3 }), req("plain", 2), req("u.1", 5, { group: "u", order: 1 })];
-  const run = async (pacing: boolean, maxHoldMs = 60_000) => {
+  const reqs = (speed?: number) => [
+    ...[3, 1, 4, 6].map((seed, order) => req(`s.${order}`, seed, { group: "s", order, ...(speed ? { speed } : {}) })),
+    req("plain", 2),
+    req("u.1", 5, { group: "u", order: 1 }),
+  ];
+  // speed: the speed_factor the audio plays at (a token lasts 40 / speed ms); tell: whether the requests say so.
+  const run = async (pacing: boolean, maxHoldMs = 60_000, speed = 1, tell = true) => {
     clock = 0;
     const engine = new GptEngine(sessions, manifest, { maxRows: 8, admitPerStep: 2, now: () => clock, ...(pacing ? { pacing: { maxHoldMs } } : {}) });
-    for (const r of reqs()) engine.add(r);
+    for (const r of reqs(speed === 1 || !tell ? undefined : speed)) engine.add(r);
     const tokens = new Map<string, number>(); // tokens so far of each segment of "s"
     const done = new Map<string, Int32Array>();
     const admittedAt = new Map<string, number>();
@@ -180,7 +185,7 @@ t.test("streaming schedule - with pacing, the GPT engine admits a streamed reque
         ready += tokens.get(id) ?? 0;
         if (!done.has(id)) break;
       }
-      if (!done.has("s.3")) behindMs = Math.max(behindMs, clock - playStart - 40 * ready);
+      if (!done.has("s.3")) behindMs = Math.max(behindMs, clock - playStart - (40 / speed) * ready);
     }
     return { done, admittedAt, behindMs, totalMs: clock };
   };
@@ -193,6 +198,15 @@ t.test("streaming schedule - with pacing, the GPT engine admits a streamed reque
   t.equal(paced.admittedAt.get("s.0"), plain.admittedAt.get("s.0"), "segment 0 too");
   t.equal(paced.admittedAt.get("u.1"), plain.admittedAt.get("u.1"), "and a streamed request whose segment 0 is not here (no playback start known)");
   for (const r of reqs()) t.same(paced.done.get(r.id), plain.done.get(r.id), `${r.id}: pacing changes no token`);
+  // At speed_factor 2 a token plays 20 ms: the rule must count that, not 40 ms. (Some wait is left here
+  // whatever the rule: segment 0 ends before its lead covers a 300 ms prefill at this pace.)
+  const fastPlain = await run(false, 60_000, 2);
+  const fastBlind = await run(true, 60_000, 2, false);
+  const fastPaced = await run(true, 60_000, 2);
+  t.ok(fastPaced.behindMs < fastBlind.behindMs, `at speed 2, pacing that knows the speed falls behind less (${fastPaced.behindMs} ms) than pacing at 40 ms a token (${fastBlind.behindMs} ms)`);
+  t.ok(fastPaced.behindMs < fastPlain.behindMs, `and less than no pacing (${fastPlain.behindMs} ms)`);
+  t.ok(fastPaced.admittedAt.get("s.1")! > fastBlind.admittedAt.get("s.1")!, `segment 1 waits longer for its lead (step ${fastPaced.admittedAt.get("s.1")} against ${fastBlind.admittedAt.get("s.1")})`);
+  for (const r of reqs()) t.same(fastPaced.done.get(r.id), plain.done.get(r.id), `${r.id}: the same tokens at speed 2`);
   const unheld = await run(true, 0);
   t.same(["s.1", "s.2", "s.3"].map((id) => unheld.admittedAt.get(id)), ["s.1", "s.2", "s.3"].map((id) => plain.admittedAt.get(id)), "the hold limit bounds the hold: at 0 ms, admitted as without pacing");
 });

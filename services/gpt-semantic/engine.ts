@@ -39,6 +39,8 @@ export interface GptRequest {
    */
   group?: string;
   order?: number;
+  /** Streaming: the request's speed_factor; a token plays 1/speed as long as at speed 1 (pacing). */
+  speed?: number;
 }
 
 export interface GptPartial {
@@ -117,7 +119,7 @@ export interface EngineOptions {
  * consume `tokensPerSecond` tokens a second from then on.
  */
 export interface PacingOptions {
-  /** Tokens per second of audio (25 for these models at speed 1). */
+  /** Tokens per second of audio at speed 1 (25 for these models); a request's `speed` scales it. */
   tokensPerSecond?: number;
   /**
    * A sibling is admitted only while the playing row's lead covers a prefill plus what the decode steps
@@ -369,7 +371,8 @@ export class GptEngine {
     if (!playing || first < playing.req.order!) return order === first;
     let ready = playing.generated.length;
     for (const [o, n] of g.done) if (o < playing.req.order!) ready += n;
-    const tokenMs = 1000 / p.tokensPerSecond;
+    const speed = playing.req.speed && playing.req.speed > 0 ? playing.req.speed : 1;
+    const tokenMs = 1000 / p.tokensPerSecond / speed;
     const leadMs = ready * tokenMs - (now - g.playStart);
     // While the batch is one row larger, each step of the playing row loses step − tokenMs against its
     // audio, for its remaining tokens (at most its limit) or over horizonMs, whichever is less.

@@ -137,7 +137,7 @@ async function decodeSegment(job: GptJob, ctx: StageContext, set: GptSet): Promi
       // zh BERT rows, expanded to one row per phone (absent: the engine passes zeros).
       ...(job.promptBert ? { promptBert: expandBert(job.promptBert, job.promptIds.length, manifest.dims.t2s.bertDim) } : {}),
       ...(job.textBert ? { textBert: expandBert(job.textBert, job.textIds.length, manifest.dims.t2s.bertDim) } : {}),
-      ...(schedule ? { emitAt: emitPoints(schedule, MAX_TOKENS), group: job.id, order: job.seg } : {}),
+      ...(schedule ? { emitAt: emitPoints(schedule, MAX_TOKENS), group: job.id, order: job.seg, speed: job.params.speed } : {}),
     }, onPartial)
     .finally(() => {
       unwatch();
