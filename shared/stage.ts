@@ -73,6 +73,7 @@ export class StageRunner<S extends z.ZodType> {
   #watchers = new Map<string, Set<() => void>>();
   #cancelSub?: Subscription;
   #statusSub?: Subscription;
+  #preloadSub?: Subscription;
   #stopping = false;
   #loop?: Promise<void>;
   #slotWaiters: (() => void)[] = [];
@@ -184,6 +185,16 @@ export class StageRunner<S extends z.ZodType> {
             const e = toGsvError(err);
             m.respond(encode({ ok: false, code: e.code, message: e.message }));
           });
+        },
+      });
+      // A switch's broadcast (no queue group: every replica): load the set now, so that the first request
+      // naming it on this replica does not wait for the load. Failures only log: a request naming the set
+      // gets the coded error.
+      this.#preloadSub = nc.subscribe(Subjects.modelsPreload(ServiceNames[stage]), {
+        callback: (_err, m) => {
+          (async () => sets.load(decodeAs(ModelsLoadRequest, m.data).set))().catch((err) =>
+            log.warn(`${stage}: model-set preload failed: ${(err as Error).message}`),
+          );
         },
       });
     }
@@ -306,6 +317,7 @@ export class StageRunner<S extends z.ZodType> {
     if (this.stats.inflight > 0) await new Promise<void>((r) => this.#idleWaiters.push(r));
     this.#cancelSub?.unsubscribe();
     this.#statusSub?.unsubscribe();
+    this.#preloadSub?.unsubscribe();
     await this.#loop?.catch(() => undefined);
   }
 }

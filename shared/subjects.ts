@@ -29,6 +29,8 @@ export const Subjects = {
   status: (service: string) => `${PREFIX}.status.${service}`,
   /** Request/reply (services API, one replica of the stage answers): load a model set and describe it (shared/model-sets.ts). */
   modelsLoad: (service: string) => `${PREFIX}.models.load.${service}`,
+  /** After a switch: every replica of the service loads the set in the background (no reply). */
+  modelsPreload: (service: string) => `${PREFIX}.models.preload.${service}`,
   /** Request, every gateway replica answers: its recent requests with per-stage timings (`gsv profile`). */
   recentRequests: (service: string) => `${PREFIX}.recent.${service}`,
 } as const;

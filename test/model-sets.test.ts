@@ -274,6 +274,30 @@ t.test("switches of the two halves through two gateways at once both take effect
   }
 });
 
+t.test("after a switch every replica of the stage loads the set, not only the one that answered", async (t) => {
+  const env = { ...TEST_ENV, NATS_URL: stack.natsUrl, GSV_MODELS_ROOT: root, GSV_MODEL_DIR: join(root, "tiny"), GSV_MAX_MODEL_SETS: "2" };
+  const extra = await startService("gpt-semantic", env);
+  t.teardown(() => extra.stop());
+  // Every replica answers its status subject: collect the answers for a while.
+  const replicas = async () => {
+    const out = new Map<string, string[]>();
+    for await (const m of await nc.requestMany("tts.v1.status.gpt-semantic", new Uint8Array(), { maxWait: 1000 })) {
+      const st = decode(m.data) as StageStatus & { replica: string };
+      out.set(st.replica, st.modelSets?.loaded ?? []);
+    }
+    return out;
+  };
+  t.equal((await replicas()).size, 2, "two gpt-semantic replicas answer");
+  t.equal((await setWeights("gpt", "d")).status, 200);
+  let seen = new Map<string, string[]>();
+  for (let i = 0; i < 40; i++) {
+    seen = await replicas();
+    if (seen.size === 2 && [...seen.values()].every((l) => l.includes("d"))) break;
+  }
+  t.same([...seen.values()].map((l) => l.includes("d")), [true, true], `both replicas hold set d (${[...seen.entries()].map(([r, l]) => `${r}: ${l.join(",")}`).join("; ")})`);
+  t.equal((await setWeights("gpt", "b")).status, 200, "(back to b for the tests that follow)");
+});
+
 t.test("switching back and forth keeps at most GSV_MAX_MODEL_SETS sets loaded in every stage", async (t) => {
   for (const [gpt, sovits] of [["d", "d"], ["tiny", "tiny"], ["b", "b"], ["d", "d"], ["tiny", "tiny"]]) {
     t.equal((await setWeights("gpt", gpt)).status, 200, `gpt ${gpt}`);

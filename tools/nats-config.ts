@@ -140,15 +140,16 @@ export function servicePermissions(): Record<ServiceUser, Permissions> {
         ...registryKv(),
         // model sets: ask the stages to load one, and read, watch and write the selection
         `${PREFIX}.models.load.*`,
+        `${PREFIX}.models.preload.*`,
         ...watchedKv(Buckets.modelSelection, true),
       ],
       // its own status, services-API stats and recent-requests ring (gsv top, gsv profile)
       subscribe: [`${PREFIX}.reply.>`, Subjects.status(ServiceNames.gateway), `${PREFIX}.stats.${ServiceNames.gateway}`, Subjects.recentRequests(ServiceNames.gateway)],
     }),
     "text-frontend": merge(common, stagePermissions("text", next.text), { publish: [Subjects.voicePrepare] }),
-    "gpt-semantic": merge(common, stagePermissions("gpt", next.gpt), { publish: [...voicesKv(false), ...tokensKv(true)], subscribe: [Subjects.modelsLoad(ServiceNames.gpt)] }),
-    "sovits-decoder": merge(common, stagePermissions("sovits", next.sovits), { publish: [...voicesKv(true), ...refAudioOs(false), ...tokensKv(false)], subscribe: [Subjects.voicePrepare, Subjects.modelsLoad(ServiceNames.sovits)] }),
-    vocoder: merge(common, stagePermissions("vocoder", next.vocoder), { subscribe: [Subjects.vocode("*"), Subjects.modelsLoad(ServiceNames.vocoder)] }),
+    "gpt-semantic": merge(common, stagePermissions("gpt", next.gpt), { publish: [...voicesKv(false), ...tokensKv(true)], subscribe: [Subjects.modelsLoad(ServiceNames.gpt), Subjects.modelsPreload(ServiceNames.gpt)] }),
+    "sovits-decoder": merge(common, stagePermissions("sovits", next.sovits), { publish: [...voicesKv(true), ...refAudioOs(false), ...tokensKv(false)], subscribe: [Subjects.voicePrepare, Subjects.modelsLoad(ServiceNames.sovits), Subjects.modelsPreload(ServiceNames.sovits)] }),
+    vocoder: merge(common, stagePermissions("vocoder", next.vocoder), { subscribe: [Subjects.vocode("*"), Subjects.modelsLoad(ServiceNames.vocoder), Subjects.modelsPreload(ServiceNames.vocoder)] }),
   };
 }
 

@@ -115,6 +115,9 @@ export class ModelSelector {
         }
         this.#current = sel; // at once on this gateway; the watch brings it to the others
         log.info("gateway: model sets switched", { ...sel });
+        // One replica of each stage has loaded the set; the others load it now rather than on their first request.
+        for (const service of which === "gpt" ? [ServiceNames.gpt] : [ServiceNames.sovits, ServiceNames.vocoder])
+          this.#nc.publish(Subjects.modelsPreload(service), encode({ set: name }));
         return sel;
       }
     };
