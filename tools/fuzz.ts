@@ -453,7 +453,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzReport> {
     const awaitingReply: { id: string; stage: Stage }[] = [];
     const statusNames = ["text-frontend", "gpt-semantic", "sovits-decoder", "vocoder"];
     for (let i = 0; i < o.natsCases; i++) {
-      const target = int(r, 0, 9);
+      const target = int(r, 0, 10);
       const id = `fz${o.seed}x${i}`;
       if (target <= 4) {
         const stage = Stages[target % 4];
@@ -482,6 +482,26 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzReport> {
           const m = (err as Error).message;
           if (/MAX_PAYLOAD|payload/i.test(m)) count(natsReplies, `${subject} too large for NATS`);
           else violate(`${subject}: no reply (${m})`);
+        }
+      } else if (target === 10) {
+        // model sets: a load request (one replica answers, coded) or a switch's preload broadcast (no reply);
+        // names of small sets only, or hostile ones: never the bench set, which takes long to load
+        const stage = pick(r, ["gpt-semantic", "sovits-decoder", "vocoder"]);
+        const data = r() < 0.5 ? hostilePackr.pack({ set: pick(r, ["tiny", "nope", "../tiny", ".hidden", "x".repeat(300), hostileValue(r)]) }) : natsPayload(r, "gpt", id, voiceKey, audioSha).data.subarray(0, 2000);
+        if (r() < 0.5) {
+          nc.publish(Subjects.modelsPreload(stage), data);
+          count(natsReplies, "models preload");
+        } else {
+          const subject = Subjects.modelsLoad(stage);
+          try {
+            const rep = decode((await nc.request(subject, data, { timeout: 20_000 })).data) as { ok?: boolean; code?: string };
+            if (rep.ok === true) count(natsReplies, "models load ok");
+            else if (rep.ok === false && isErrorCode(rep.code)) count(natsReplies, `models load ${rep.code}`);
+            else violate(`${subject}: reply without ok/code: ${JSON.stringify(rep).slice(0, 200)}`);
+            if (rep.code === "INTERNAL") violate(`${subject}: INTERNAL: ${JSON.stringify(rep).slice(0, 300)}`);
+          } catch (err) {
+            violate(`${subject}: no reply (${(err as Error).message})`);
+          }
         }
       } else if (target === 6) {
         nc.publish(`${PREFIX}.cancel.${pick(r, [id, "victim", "x".repeat(200)])}`, natsPayload(r, "text", id, voiceKey, audioSha).data.subarray(0, 1000));
