@@ -6,7 +6,8 @@
  */
 import { z } from "zod";
 import { GsvError } from "../../shared/errors.js";
-import { SplitMethods } from "../../shared/schemas.js";
+import { resolveSeed } from "../../shared/sampling.js";
+import { SplitMethods, type GenParams } from "../../shared/schemas.js";
 import { AUDIO_FORMATS } from "./audio-encode.js";
 
 const TRUE = new Set(["true", "1", "yes", "on", "t", "y"]);
@@ -137,4 +138,21 @@ export function queryToObject(url: URL): Record<string, unknown> {
     else raw[k] = [v];
   }
   return raw;
+}
+
+/** Upstream's generation parameters (api_v2 names, also taken by /v1/audio/speech) as a job's GenParams. */
+export function genParams(
+  p: { top_k: number; top_p: number; temperature: number; repetition_penalty: number; seed: number; sample_steps: number; fragment_interval: number },
+  speed: number,
+): GenParams {
+  return {
+    topK: p.top_k,
+    topP: p.top_p,
+    temperature: p.temperature,
+    repetitionPenalty: p.repetition_penalty,
+    seed: resolveSeed(p.seed),
+    speed,
+    sampleSteps: p.sample_steps,
+    fragmentInterval: p.fragment_interval,
+  };
 }

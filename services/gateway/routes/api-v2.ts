@@ -7,13 +7,12 @@ import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { decodeAs, encode } from "../../../shared/codec.js";
 import { GsvError, isErrorCode } from "../../../shared/errors.js";
-import { resolveSeed } from "../../../shared/sampling.js";
 import { VoicePrepareReply } from "../../../shared/schemas.js";
 import { Subjects } from "../../../shared/subjects.js";
 import { encodeAudio, FORMATS, ffmpegAvailable, type AudioFormat } from "../audio-encode.js";
 import { readJsonObject, sendJson, timingHeaders, type Ctx, type Route } from "../common.js";
 import { newRequestId, type Gateway, type ResolvedVoice, type SynthJob } from "../http.js";
-import { parseApiV2, queryToObject, type ApiV2Params } from "../params.js";
+import { genParams, parseApiV2, queryToObject, type ApiV2Params } from "../params.js";
 import { streamAudio } from "../stream.js";
 import type { StreamMode } from "../../../shared/streaming.js";
 
@@ -54,16 +53,7 @@ export function apiV2Job(p: ApiV2Params, voice: ResolvedVoice): SynthJob {
     voice,
     promptText: p.prompt_text,
     promptLang: p.prompt_lang,
-    params: {
-      topK: p.top_k,
-      topP: p.top_p,
-      temperature: p.temperature,
-      repetitionPenalty: p.repetition_penalty,
-      seed: resolveSeed(p.seed),
-      speed: p.speed_factor,
-      sampleSteps: p.sample_steps,
-      fragmentInterval: p.fragment_interval,
-    },
+    params: genParams(p, p.speed_factor),
     timeoutMs: p.timeout_ms,
   };
 }

@@ -6,13 +6,12 @@
  */
 import { z } from "zod";
 import { GsvError } from "../../../shared/errors.js";
-import { resolveSeed } from "../../../shared/sampling.js";
 import { SplitMethods } from "../../../shared/schemas.js";
 import { AudioEncoderStream, FORMATS, type AudioFormat } from "../audio-encode.js";
 import { readJsonObject, sendJson, VOICE_PREFIX, type Ctx, type Route } from "../common.js";
 import type { Gateway, ResolvedVoice, SynthJob } from "../http.js";
 import type { ModelSelection } from "../../../shared/model-sets.js";
-import { intParam, numParam, paramError } from "../params.js";
+import { genParams, intParam, numParam, paramError } from "../params.js";
 import { requireEncoder } from "./api-v2.js";
 
 /** Model names accepted in `model`; all are served by the one model set the stages run. */
@@ -100,16 +99,7 @@ async function handleSpeech(gw: Gateway, ctx: Ctx): Promise<void> {
     voice,
     promptText: p.prompt_text ?? "",
     promptLang: p.prompt_lang,
-    params: {
-      topK: p.top_k,
-      topP: p.top_p,
-      temperature: p.temperature,
-      repetitionPenalty: p.repetition_penalty,
-      seed: resolveSeed(p.seed),
-      speed: p.speed,
-      sampleSteps: p.sample_steps,
-      fragmentInterval: p.fragment_interval,
-    },
+    params: genParams(p, p.speed),
     timeoutMs: 0,
     ...(models ? { models } : {}),
   };
