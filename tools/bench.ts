@@ -12,7 +12,6 @@
  * 5. time to first audio against full latency for a ~20 s paragraph, per streaming_mode (tools/bench-stream.ts).
  * Writes bench-out/report.json and bench-out/throughput.svg and prints a summary.
  */
-import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -25,6 +24,7 @@ import type { GenParams, Timing } from "../shared/schemas.js";
 import { defaultGptBenchDir, gptBatchThroughput } from "./bench-gpt.js";
 import { InProcessPipeline } from "./inprocess.js";
 import { startStack } from "./launch.js";
+import { BENCH_TEXTS, defaultVoice } from "./loadgen.js";
 import { streamingLatency } from "./bench-stream.js";
 
 const { values } = parseArgs({
@@ -44,15 +44,8 @@ const manifest = loadManifest(modelDir);
 const levels = (values.concurrency ?? (quick ? "1,4,16" : "1,4,16,64")).split(",").map(Number);
 const gptBatches = quick ? [1, 4, 16] : [1, 4, 16, 64];
 const baselineRequests = quick ? 4 : 8;
-const TEXTS = [
-  "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs.",
-  "She sells sea shells by the sea shore, and the shells she sells are surely sea shells.",
-  "A journey of a thousand miles begins with a single step. Keep going.",
-  "It was the best of times, it was the worst of times, it was the age of wisdom.",
-];
-const wav = readFileSync(fromRoot("voices", "default.wav"));
-const promptText = readFileSync(fromRoot("voices", "default.txt"), "utf8").trim();
-const audioSha = createHash("sha256").update(wav).digest("hex");
+const TEXTS = BENCH_TEXTS;
+const { wav, promptText, audioSha } = defaultVoice();
 const params = (i: number): GenParams => ({ topK: 15, topP: 1, temperature: 1, repetitionPenalty: 1.35, seed: 1000 + i, speed: 1, sampleSteps: Number(values.steps), fragmentInterval: 0.3 });
 const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);

@@ -1,13 +1,29 @@
 /**
- * Load generation shared by the chaos, soak and overload tools: request variants with a fixed seed, an
- * HTTP call that classifies its outcome (completed, coded failure, lost, unclear), the audio checks
+ * Load generation shared by the chaos, soak, overload and benchmark tools: the benchmark texts and
+ * voice, request variants with a fixed seed, an HTTP call that classifies its outcome (completed, coded failure, lost, unclear), the audio checks
  * (expected length, equality with an undisturbed run), and a service's resident memory from /proc.
  */
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { decodeWav } from "../shared/dsp/index.js";
 import { isErrorCode } from "../shared/errors.js";
+import { fromRoot } from "../shared/paths.js";
 
 /** A deterministic PRNG (mulberry32): the same seed gives the same sequence, so a failing run can be replayed. */
+/** The benchmarks' English texts (two short sentences each): `npm run bench` and `npm run sim`. */
+export const BENCH_TEXTS = [
+  "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs.",
+  "She sells sea shells by the sea shore, and the shells she sells are surely sea shells.",
+  "A journey of a thousand miles begins with a single step. Keep going.",
+  "It was the best of times, it was the worst of times, it was the age of wisdom.",
+];
+
+/** The bundled reference voice (voices/default.wav and its transcript) and its sha256, the object-store name. */
+export function defaultVoice(): { wav: Buffer; promptText: string; audioSha: string } {
+  const wav = readFileSync(fromRoot("voices", "default.wav"));
+  return { wav, promptText: readFileSync(fromRoot("voices", "default.txt"), "utf8").trim(), audioSha: createHash("sha256").update(wav).digest("hex") };
+}
+
 export function prng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {

@@ -18,7 +18,6 @@
  * --warmup and --measure are simulated seconds (the window shrinks as 12/√n, at least 3).
  * Writes bench-out/sim.json and bench-out/sim.svg.
  */
-import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
@@ -33,6 +32,7 @@ import { fromRoot } from "../shared/paths.js";
 import type { GenParams } from "../shared/schemas.js";
 import { PREFIX, ServiceNames, WorkQueues, type Stage } from "../shared/subjects.js";
 import { startNatsServer, startService, type NatsServer, type ServiceName, type ServiceProcess } from "./launch.js";
+import { BENCH_TEXTS, defaultVoice } from "./loadgen.js";
 
 const { values } = parseArgs({
   options: {
@@ -65,15 +65,8 @@ const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
 const log = (s: string) => console.log(s);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const TEXTS = [
-  "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs.",
-  "She sells sea shells by the sea shore, and the shells she sells are surely sea shells.",
-  "A journey of a thousand miles begins with a single step. Keep going.",
-  "It was the best of times, it was the worst of times, it was the age of wisdom.",
-];
-const wav = readFileSync(fromRoot("voices", "default.wav"));
-const promptText = readFileSync(fromRoot("voices", "default.txt"), "utf8").trim();
-const audioSha = createHash("sha256").update(wav).digest("hex");
+const TEXTS = BENCH_TEXTS;
+const { wav, promptText, audioSha } = defaultVoice();
 // fragmentInterval 0: only generated speech is counted, no inserted pauses.
 const params = (i: number): GenParams => ({ topK: 15, topP: 1, temperature: 1, repetitionPenalty: 1.35, seed: 1000 + i, speed: 1, sampleSteps: steps, fragmentInterval: 0 });
 
