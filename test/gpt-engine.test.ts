@@ -7,7 +7,8 @@ import * as ort from "onnxruntime-node";
 import { join } from "node:path";
 import { loadManifest } from "../shared/manifest.js";
 import { fromRoot } from "../shared/paths.js";
-import { GptEngine, type GptRequest, type GptResult, type GptSessions } from "../services/gpt-semantic/engine.js";
+import { GptEngine, runPrefill, type GptRequest, type GptResult, type GptSessions, type PrefillOut } from "../services/gpt-semantic/engine.js";
+import { EngineClient } from "../services/gpt-semantic/engine-client.js";
 
 const dir = fromRoot("models", "tiny");
 const manifest = loadManifest(dir);
@@ -113,4 +114,121 @@ t.test("gpt engine - a row that fails to sample ends alone; the rows beside it a
   engine.add(request(4));
   const again = await drain(engine);
   t.same(Array.from(again.get("r4")!.tokens), Array.from(alone.get("r4")!.tokens), "the engine serves the next request normally");
+});
+
+/**
+ * Deferred prefill (EngineOptions.prefill, run by prefill-worker.ts in the service): a prefill that is
+ * still running does not stop the batch, and the row joins when it is done, with the same tokens.
+ */
+function gatedPrefill(): { prefill: (req: GptRequest) => Promise<PrefillOut>; release: (id: string) => void; started: string[] } {
+  const gates = new Map<string, () => void>();
+  const started: string[] = [];
+  return {
+    started,
+    release: (id) => gates.get(id)?.(),
+    prefill: async (req) => {
+      started.push(req.id);
+      const gate = new Promise<void>((resolve) => gates.set(req.id, resolve)); // set before the first await
+      const out = await runPrefill(sessions, manifest, req);
+      await gate;
+      return out;
+    },
+  };
+}
+
+t.test("gpt engine - deferred prefill: running rows decode while a newcomer is prefilled, tokens equal alone", async (t) => {
+  const g = gatedPrefill();
+  const engine = new GptEngine({ t2s_step: sessions.t2s_step }, manifest, { maxRows: 4, prefill: g.prefill });
+  engine.add(request(0));
+  const first = engine.step(); // nothing to decode: the step waits for r0's prefill
+  await new Promise((r) => setImmediate(r));
+  t.equal(engine.prefilling, 1, "r0 is being prefilled");
+  g.release("r0");
+  await first;
+  t.equal(engine.running, 1, "r0 joined when its prefill was done");
+  engine.add(request(1));
+  const steps0 = engine.stats.steps;
+  for (let i = 0; i < 5; i++) await engine.step();
+  t.same(g.started, ["r0", "r1"], "r1's prefill started");
+  t.equal(engine.prefilling, 1, "r1 is still being prefilled");
+  t.equal(engine.running, 1, "only r0 decodes meanwhile");
+  t.equal(engine.stats.steps - steps0, 5, "the batch did not wait for r1's prefill: five decode steps ran");
+  g.release("r1");
+  const out = await drain(engine);
+  for (const id of ["r0", "r1"]) t.same(Array.from(out.get(id)!.tokens), Array.from(alone.get(id)!.tokens), `${id}: same tokens as alone`);
+  t.equal(out.get("r1")!.maxBatch, 2, "r1 decoded beside r0");
+});
+
+t.test("gpt engine - deferred prefill: staggered arrivals and prefills of different durations give the alone tokens", async (t) => {
+  // Each prefill finishes after a request-dependent number of the engine's steps (or at once when
+  // nothing decodes); a poller between the engine's steps releases them.
+  let waits: Array<{ at: number; go: () => void }> = [];
+  const e = new GptEngine({ t2s_step: sessions.t2s_step }, manifest, {
+    maxRows: 5,
+    initialCapacity: 16,
+    prefill: async (req) => {
+      const i = Number(req.id.slice(1));
+      const gate = new Promise<void>((go) => waits.push({ at: e.stats.steps + ((i * 5) % 7), go }));
+      const out = await runPrefill(sessions, manifest, req);
+      await gate;
+      return out;
+    },
+  });
+  let polling = true;
+  const poll = (): void => {
+    const due = waits.filter((w) => w.at <= e.stats.steps || e.running === 0);
+    waits = waits.filter((w) => !due.includes(w));
+    for (const w of due) w.go();
+    if (polling) setImmediate(poll);
+  };
+  poll();
+  t.teardown(() => void (polling = false));
+  const feed = new Map<number, GptRequest[]>();
+  for (let i = 0; i < N; i++) feed.set(i * 3, [...(feed.get(i * 3) ?? []), request(i)]);
+  const out = await drain(e, feed);
+  polling = false;
+  t.equal(out.size, N);
+  for (let i = 0; i < N; i++) t.same(Array.from(out.get(`r${i}`)!.tokens), Array.from(alone.get(`r${i}`)!.tokens), `r${i}: same tokens as alone (max batch ${out.get(`r${i}`)!.maxBatch})`);
+  t.ok(Math.max(...[...out.values()].map((r) => r.maxBatch)) >= 3, "rows decoded together");
+});
+
+t.test("gpt engine - deferred prefill: a failed prefill ends its request with the error; an aborted one never joins", async (t) => {
+  const g = gatedPrefill();
+  const prefill = (req: GptRequest) => (req.id === "r2" ? Promise.reject(new Error("prefill thread stopped: test")) : g.prefill(req));
+  const engine = new GptEngine({ t2s_step: sessions.t2s_step }, manifest, { maxRows: 4, prefill });
+  engine.add(request(1));
+  const s = engine.step();
+  await new Promise((r) => setImmediate(r));
+  g.release("r1");
+  await s;
+  engine.add(request(2));
+  engine.add(request(3));
+  const done: GptResult[] = [];
+  done.push(...(await engine.step()), ...(await engine.step()));
+  const failed = done.find((r) => r.id === "r2");
+  t.equal(failed?.stoppedBy, "aborted");
+  t.match(failed?.error, /prefill thread stopped/, "the request ends with the prefill's error");
+  engine.abort("r3"); // aborted while its prefill runs
+  g.release("r3");
+  const out = await drain(engine);
+  t.equal(out.get("r3")?.stoppedBy, "aborted", "the aborted request ended without decoding");
+  t.equal(out.get("r3")?.tokens.length, 0);
+  t.same(Array.from(out.get("r1")!.tokens), Array.from(alone.get("r1")!.tokens), "the running row was unharmed");
+  t.ok(engine.idle);
+});
+
+t.test("gpt engine - the service's engine with its prefill thread gives the tokens of the engine without it", async (t) => {
+  const clients = await Promise.all(
+    [false, true].map((prefillThread) => EngineClient.create({ modelDir: dir, manifest, workers: 1, intraOpThreads: 1, engine: { maxRows: 4 }, prefillThread })),
+  );
+  t.teardown(() => Promise.all(clients.map((c) => c.close())));
+  const runs = await Promise.all(clients.map((c) => Promise.all(Array.from({ length: 6 }, (_, i) => c.decode(request(i))))));
+  for (let i = 0; i < 6; i++) {
+    t.same(Array.from(runs[1][i].tokens), Array.from(alone.get(`r${i}`)!.tokens), `r${i}: with a prefill thread, same tokens as alone`);
+    t.same(Array.from(runs[0][i].tokens), Array.from(alone.get(`r${i}`)!.tokens), `r${i}: without, too`);
+  }
+  const [without, withThread] = await Promise.all(clients.map((c) => c.stats()));
+  t.equal(withThread[0].prefills, 6, "the engine counted six prefills (done by its thread)");
+  t.equal(without[0].prefills, 6);
+  t.ok(Math.max(...runs[1].map((r) => r.maxBatch)) >= 2, "rows decoded together with the prefill thread");
 });

@@ -7,6 +7,7 @@ import type { EngineOptions, GptPartial, GptRequest, GptResult } from "./engine.
 
 export interface EngineStats {
   running: number;
+  prefilling: number;
   waiting: number;
   kvBytes: number;
   steps: number;
@@ -36,7 +37,8 @@ interface Slot {
 export class EngineClient {
   #slots: Slot[] = [];
 
-  static async create(o: { modelDir: string; manifest: Manifest; workers: number; intraOpThreads: number; engine: EngineOptions; onSteps?: (s: StepRun) => void }): Promise<EngineClient> {
+  /** `prefillThread`: each engine worker prefills in a thread of its own (engine-worker.ts). */
+  static async create(o: { modelDir: string; manifest: Manifest; workers: number; intraOpThreads: number; engine: EngineOptions; prefillThread?: boolean; onSteps?: (s: StepRun) => void }): Promise<EngineClient> {
     const c = new EngineClient();
     const paths = {
       t2s_encoder: join(o.modelDir, o.manifest.graphs.t2s_encoder.file),
@@ -45,7 +47,7 @@ export class EngineClient {
     };
     const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
     for (let i = 0; i < Math.max(1, o.workers); i++) {
-      const worker = new Worker(new URL(`./engine-worker${ext}`, import.meta.url), { workerData: { paths, manifest: o.manifest, intraOpThreads: o.intraOpThreads, engine: o.engine } });
+      const worker = new Worker(new URL(`./engine-worker${ext}`, import.meta.url), { workerData: { paths, manifest: o.manifest, intraOpThreads: o.intraOpThreads, engine: o.engine, prefillThread: o.prefillThread ?? false } });
       const slot: Slot = { worker, load: 0, pending: new Map(), partials: new Map(), failures: new Map() };
       await new Promise<void>((resolve, reject) => {
         worker.once("message", (m: { ok: boolean; error?: string }) => (m.ok ? resolve() : reject(new Error(`GPT engine failed to start: ${m.error}`))));

@@ -1,33 +1,78 @@
 /** The GPT engine in a worker thread: owns the sessions and every KV cache; the service's event loop never blocks. */
-import { parentPort, workerData } from "node:worker_threads";
+import { Worker, parentPort, workerData } from "node:worker_threads";
 import * as ort from "onnxruntime-node";
 import { sessionOptions } from "../../shared/ort-options.js";
 import { SimDevice, costDilation, costModelSessions, ortBackend } from "../../shared/cost-model.js";
 import type { Manifest } from "../../shared/manifest.js";
-import { GptEngine, type EngineOptions, type GptRequest, type GptSessions } from "./engine.js";
+import { GptEngine, type EngineOptions, type GptRequest, type GptSessions, type PrefillOut } from "./engine.js";
 
 interface Init {
   paths: Record<keyof GptSessions, string>;
   manifest: Manifest;
   intraOpThreads: number;
   engine: EngineOptions;
+  /** Prefill in a thread of its own (prefill-worker.ts) while this one decodes. Ignored on the cost model. */
+  prefillThread?: boolean;
 }
 const init = workerData as Init;
 const port = parentPort!;
 
+/**
+ * Starts prefill-worker.ts and returns the engine's `prefill` for it. If that thread dies, its prefills
+ * in flight and every later one fail with its error (the rows end with it; decoding goes on).
+ */
+async function prefillThread(): Promise<(req: GptRequest) => Promise<PrefillOut>> {
+  const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
+  const { t2s_encoder, t2s_prefill } = init.paths;
+  const w = new Worker(new URL(`./prefill-worker${ext}`, import.meta.url), { workerData: { paths: { t2s_encoder, t2s_prefill }, manifest: init.manifest, intraOpThreads: init.intraOpThreads } });
+  await new Promise<void>((resolve, reject) => {
+    w.once("message", (m: { ok: boolean; error?: string }) => (m.ok ? resolve() : reject(new Error(`GPT prefill thread failed to start: ${m.error}`))));
+    w.once("error", reject);
+  });
+  const waiting = new Map<number, { resolve: (o: PrefillOut) => void; reject: (e: Error) => void }>();
+  let dead: Error | undefined;
+  const die = (err: Error) => {
+    dead ??= new Error(`GPT prefill thread stopped: ${err.message}`);
+    for (const p of waiting.values()) p.reject(dead);
+    waiting.clear();
+  };
+  w.on("error", die);
+  w.on("exit", (code) => die(new Error(`exit code ${code}`)));
+  w.on("message", (m: { id: number; out?: PrefillOut; error?: string }) => {
+    const p = waiting.get(m.id);
+    waiting.delete(m.id);
+    if (m.out) p?.resolve(m.out);
+    else p?.reject(new Error(m.error ?? "prefill failed"));
+  });
+  w.unref();
+  let next = 0;
+  return (req) =>
+    new Promise<PrefillOut>((resolve, reject) => {
+      if (dead) return reject(dead);
+      const id = next++;
+      waiting.set(id, { resolve, reject });
+      w.postMessage({ id, req });
+    });
+}
+
 const opts = sessionOptions(init.intraOpThreads);
 let sessions = {} as GptSessions;
+let prefill: ((req: GptRequest) => Promise<PrefillOut>) | undefined;
 try {
   if (ortBackend() === "cost-model") {
     // Simulated GPU (shared/cost-model.ts): the engine runs unchanged, only the graphs are not executed.
     const device = new SimDevice({ manifest: init.manifest, dilation: costDilation() });
     sessions = costModelSessions(Object.keys(init.paths) as (keyof GptSessions)[], device) as unknown as GptSessions;
-  } else for (const [name, path] of Object.entries(init.paths)) sessions[name as keyof GptSessions] = await ort.InferenceSession.create(path, opts);
+  } else {
+    if (init.prefillThread) prefill = await prefillThread();
+    for (const [name, path] of Object.entries(init.paths))
+      if (!prefill || name === "t2s_step") sessions[name as keyof GptSessions] = await ort.InferenceSession.create(path, opts);
+  }
 } catch (err) {
   port.postMessage({ type: "ready", ok: false, error: (err as Error).message });
   process.exit(1);
 }
-const engine = new GptEngine(sessions, init.manifest, init.engine);
+const engine = new GptEngine(sessions, init.manifest, { ...init.engine, ...(prefill ? { prefill } : {}) });
 port.postMessage({ type: "ready", ok: true });
 
 /**
@@ -97,7 +142,7 @@ port.on("message", (m: { type: "add"; req: GptRequest } | { type: "abort"; id: s
   } else if (m.type === "stats") {
     port.postMessage({
       type: "stats",
-      stats: { running: engine.running, waiting: engine.waiting, kvBytes: engine.kvBytes, steps: engine.stats.steps, tokens: engine.stats.tokens, prefills: engine.stats.prefills, lastStepMs: engine.stats.lastStepMs, batchHistogram: Object.fromEntries(engine.stats.batchHistogram) },
+      stats: { running: engine.running, prefilling: engine.prefilling, waiting: engine.waiting, kvBytes: engine.kvBytes, steps: engine.stats.steps, tokens: engine.stats.tokens, prefills: engine.stats.prefills, lastStepMs: engine.stats.lastStepMs, batchHistogram: Object.fromEntries(engine.stats.batchHistogram) },
     });
   }
 });

@@ -2,7 +2,9 @@
  * Continuous (iteration-level) batching of T2S decoding across requests.
  *
  * One engine owns the GPT sessions and the KV cache of every running sequence. Each call of `step()`
- * is one iteration: admit waiting requests (encoder + prefill, one request each), sample the next token
+ * is one iteration: admit waiting requests (encoder + prefill, one request each; with
+ * `EngineOptions.prefill` they run in another thread and the row joins the step after they are done,
+ * so the running rows never wait for a newcomer's prefill), sample the next token
  * of every running row from its last logits (per-row parameters and random state, upstream's order),
  * retire rows that stopped, then run ONE batched t2s_step over all rows that continue. Requests join and
  * leave at any step.
@@ -61,6 +63,15 @@ export interface GptResult {
   error?: string;
 }
 
+/** A request whose prefill runs elsewhere (EngineOptions.prefill); `settled` resolves when out or error is set. */
+interface Pending {
+  req: GptRequest;
+  started: number;
+  settled: Promise<void>;
+  out?: PrefillOut;
+  error?: string;
+}
+
 interface Row {
   req: GptRequest;
   slot: number;
@@ -87,6 +98,38 @@ function average(prev: number | undefined, x: number): number {
 }
 
 export type GptSessions = Record<"t2s_encoder" | "t2s_prefill" | "t2s_step", ort.InferenceSession>;
+export type PrefillSessions = Pick<GptSessions, "t2s_encoder" | "t2s_prefill">;
+
+/** What a prefill gives a new row: the logits of its first token and its K/V per layer, [heads, positions, headDim] each. */
+export interface PrefillOut {
+  logits: Float32Array;
+  k: Float32Array[];
+  v: Float32Array[];
+}
+
+/** The encoder and the prefill of one request: everything a row needs before its first decode step. */
+export async function runPrefill(s: PrefillSessions, manifest: Manifest, req: GptRequest): Promise<PrefillOut> {
+  const d = manifest.dims.t2s;
+  const nr = req.promptIds.length;
+  const nt = req.textIds.length;
+  const i64 = (a: Int32Array) => BigInt64Array.from(a, (x) => BigInt(x));
+  const enc = await s.t2s_encoder.run({
+    ref_seq: new ort.Tensor("int64", i64(req.promptIds), [1, nr]),
+    text_seq: new ort.Tensor("int64", i64(req.textIds), [1, nt]),
+    ref_bert: new ort.Tensor("float32", bertOrZeros(req.promptBert, nr, d.bertDim, "promptBert"), [nr, d.bertDim]),
+    text_bert: new ort.Tensor("float32", bertOrZeros(req.textBert, nt, d.bertDim, "textBert"), [nt, d.bertDim]),
+  });
+  const pre = await s.t2s_prefill.run({
+    x: enc.x,
+    prompts: new ort.Tensor("int64", i64(req.prompts), [1, req.prompts.length]),
+  });
+  const out: PrefillOut = { logits: pre.logits.data as Float32Array, k: [], v: [] };
+  for (let l = 0; l < d.layers; l++) {
+    out.k.push(pre[`k_${l}`].data as Float32Array);
+    out.v.push(pre[`v_${l}`].data as Float32Array);
+  }
+  return out;
+}
 
 export function tokenLimit(manifest: Manifest, textPhones: number): { limit: number; byPolicy: boolean } {
   const p = manifest.lengthPolicy;
@@ -109,6 +152,12 @@ export interface EngineOptions {
   kvBudgetBytes?: number;
   initialCapacity?: number;
   now?: () => number;
+  /**
+   * Runs a request's encoder and prefill somewhere else (another thread: prefill-worker.ts). The engine
+   * then keeps decoding its running rows while a newcomer is prefilled, and the row joins at the first
+   * step after its prefill is done. Absent: the engine prefills with its own sessions, between steps.
+   */
+  prefill?: (req: GptRequest) => Promise<PrefillOut>;
   /** Streaming: admit a streamed request's later segments by its playback deadline (see #paced). Off when absent. */
   pacing?: PacingOptions;
 }
@@ -132,9 +181,13 @@ export interface PacingOptions {
 }
 
 export class GptEngine {
-  readonly #s: GptSessions;
+  readonly #s: Pick<GptSessions, "t2s_step">;
   readonly #m: Manifest;
-  readonly #o: Required<Omit<EngineOptions, "pacing">>;
+  readonly #o: Required<Omit<EngineOptions, "pacing" | "prefill">>;
+  readonly #prefill: (req: GptRequest) => Promise<PrefillOut>;
+  readonly #deferred: boolean;
+  /** Deferred prefills: started, not yet joined (in start order). */
+  #pending: Pending[] = [];
   readonly #waiting: GptRequest[] = [];
   readonly #addedAt = new Map<string, number>();
   readonly #aborted = new Set<string>();
@@ -153,17 +206,25 @@ export class GptEngine {
   /** Counters for metrics. */
   readonly stats = { steps: 0, tokens: 0, prefills: 0, batchHistogram: new Map<number, number>(), lastStepMs: 0 };
 
-  constructor(sessions: GptSessions, manifest: Manifest, opts: EngineOptions) {
+  constructor(sessions: Pick<GptSessions, "t2s_step"> & Partial<PrefillSessions>, manifest: Manifest, opts: EngineOptions) {
     this.#s = sessions;
     this.#m = manifest;
+    const { pacing, prefill, ...rest } = opts;
     this.#o = {
       admitPerStep: 2,
       kvBudgetBytes: Number.POSITIVE_INFINITY,
       initialCapacity: 512,
       now: () => performance.now(),
-      ...opts,
+      ...rest,
     };
-    this.#pacing = opts.pacing ? { tokensPerSecond: 25, horizonMs: 2000, maxHoldMs: 10_000, ...opts.pacing } : undefined;
+    this.#deferred = prefill !== undefined;
+    if (prefill) this.#prefill = prefill;
+    else {
+      const { t2s_encoder, t2s_prefill } = sessions;
+      if (!t2s_encoder || !t2s_prefill) throw new Error("GptEngine needs t2s_encoder and t2s_prefill sessions, or a prefill function");
+      this.#prefill = (req) => runPrefill({ t2s_encoder, t2s_prefill }, manifest, req);
+    }
+    this.#pacing = pacing ? { tokensPerSecond: 25, horizonMs: 2000, maxHoldMs: 10_000, ...pacing } : undefined;
     this.#capacity = this.#o.initialCapacity;
     this.#mask = new Float32Array(0);
     this.#alloc(this.#capacity);
@@ -171,6 +232,11 @@ export class GptEngine {
 
   get running(): number {
     return this.#rows.length;
+  }
+
+  /** Requests whose prefill runs elsewhere and that join the batch when it is done. */
+  get prefilling(): number {
+    return this.#pending.length;
   }
 
   get waiting(): number {
@@ -183,7 +249,7 @@ export class GptEngine {
   }
 
   get idle(): boolean {
-    return this.#rows.length === 0 && this.#waiting.length === 0;
+    return this.#rows.length === 0 && this.#waiting.length === 0 && this.#pending.length === 0;
   }
 
   get kvBytes(): number {
@@ -269,37 +335,28 @@ export class GptEngine {
     return 2 * d.layers * this.#o.maxRows * d.heads * cap * d.headDim * 4;
   }
 
+  /** Prefill `req` with the engine's own sessions, now (the batch waits), and return its row. */
   async #admit(req: GptRequest): Promise<Row> {
-    const d = this.#m.dims.t2s;
-    const nr = req.promptIds.length;
-    const nt = req.textIds.length;
-    const i64 = (a: Int32Array) => BigInt64Array.from(a, (x) => BigInt(x));
     const started = this.#o.now();
-    const enc = await this.#s.t2s_encoder.run({
-      ref_seq: new ort.Tensor("int64", i64(req.promptIds), [1, nr]),
-      text_seq: new ort.Tensor("int64", i64(req.textIds), [1, nt]),
-      ref_bert: new ort.Tensor("float32", bertOrZeros(req.promptBert, nr, d.bertDim, "promptBert"), [nr, d.bertDim]),
-      text_bert: new ort.Tensor("float32", bertOrZeros(req.textBert, nt, d.bertDim, "textBert"), [nt, d.bertDim]),
-    });
-    const n = nr + nt;
-    const t25 = req.prompts.length;
-    const pre = await this.#s.t2s_prefill.run({
-      x: enc.x,
-      prompts: new ort.Tensor("int64", i64(req.prompts), [1, t25]),
-    });
+    return this.#join(req, await this.#prefill(req), started);
+  }
+
+  /** A prefilled request becomes a row in the next free slot. */
+  #join(req: GptRequest, pre: PrefillOut, started: number): Row {
+    const d = this.#m.dims.t2s;
     this.stats.prefills++;
     this.#prefillMs = average(this.#prefillMs, this.#o.now() - started);
-    const { limit, byPolicy } = tokenLimit(this.#m, nt);
+    const n = req.promptIds.length + req.textIds.length;
+    const t25 = req.prompts.length;
+    const { limit, byPolicy } = tokenLimit(this.#m, req.textIds.length);
+    for (const [name, parts] of [["k", pre.k], ["v", pre.v]] as const)
+      if (parts.length !== d.layers || parts.some((x) => x.length !== d.heads * (n + t25) * d.headDim))
+        throw new Error(`prefill gave ${name} of the wrong shape (${parts.length} layers, expected ${d.layers} × ${d.heads} × ${n + t25} × ${d.headDim})`);
+    if (pre.logits.length !== d.vocab) throw new Error(`prefill gave ${pre.logits.length} logits, expected ${d.vocab}`);
     this.#ensureCapacity(n + t25 + 1);
     const slot = this.#rows.length;
     this.#mask.fill(0, slot * this.#capacity, (slot + 1) * this.#capacity);
-    const ks: Float32Array[] = [];
-    const vs: Float32Array[] = [];
-    for (let l = 0; l < d.layers; l++) {
-      ks.push(pre[`k_${l}`].data as Float32Array);
-      vs.push(pre[`v_${l}`].data as Float32Array);
-    }
-    this.#write(slot, 0, ks, vs, n + t25);
+    this.#write(slot, 0, pre.k, pre.v, n + t25);
     const now = this.#o.now();
     return {
       req,
@@ -311,7 +368,7 @@ export class GptEngine {
       rng: new Rng(req.seed),
       limit,
       byPolicy,
-      logits: Float32Array.from(pre.logits.data as Float32Array),
+      logits: Float32Array.from(pre.logits),
       addedAt: this.#addedAt.get(req.id) ?? now,
       admittedAt: now,
       batchSum: 0,
@@ -319,6 +376,39 @@ export class GptEngine {
       maxBatch: 0,
       emitIdx: 0,
     };
+  }
+
+  /** Deferred prefill: start it; the row joins in a later step (#joinPrefilled). */
+  #startPrefill(req: GptRequest): void {
+    const p: Pending = { req, started: this.#o.now(), settled: Promise.resolve() };
+    p.settled = this.#prefill(req).then(
+      (out) => void (p.out = out),
+      (err: unknown) => void (p.error = err instanceof Error ? err.message : String(err)),
+    );
+    this.#pending.push(p);
+  }
+
+  /** Deferred prefills that finished join the batch (in start order); failed or aborted ones end here. */
+  #joinPrefilled(done: GptResult[]): void {
+    const ready = this.#pending.filter((p) => p.out || p.error !== undefined);
+    if (!ready.length) return;
+    this.#pending = this.#pending.filter((p) => !ready.includes(p));
+    for (const p of ready) {
+      const { req } = p;
+      let error = p.error;
+      if (error === undefined && !this.#aborted.has(req.id)) {
+        try {
+          this.#rows.push(this.#join(req, p.out!, p.started));
+          continue;
+        } catch (err) {
+          error = (err as Error).message;
+        }
+      }
+      this.#addedAt.delete(req.id);
+      this.#aborted.delete(req.id);
+      if (req.group !== undefined) this.#forget(req.group);
+      done.push({ id: req.id, tokens: new Int32Array(), stoppedBy: "aborted", queueMs: 0, computeMs: 0, maxBatch: 0, meanBatch: 0, ...(error !== undefined ? { error } : {}) });
+    }
   }
 
   /**
@@ -335,7 +425,7 @@ export class GptEngine {
       const r = row.req;
       if (r.group !== undefined && r.order === 0 && r.emitAt?.length && row.generated.length < r.emitAt[0]) (held ??= new Set()).add(r.group);
     }
-    for (const r of this.#waiting) if (r.group !== undefined && r.order === 0 && r.emitAt) (held ??= new Set()).add(r.group);
+    for (const r of [...this.#waiting, ...this.#pending.map((p) => p.req)]) if (r.group !== undefined && r.order === 0 && r.emitAt) (held ??= new Set()).add(r.group);
     for (let i = 0; i < this.#waiting.length; i++) {
       const r = this.#waiting[i];
       if (!held || r.group === undefined || !r.emitAt || r.order === 0 || !held.has(r.group)) {
@@ -367,7 +457,7 @@ export class GptEngine {
     let playing: Row | undefined;
     for (const row of this.#rows) if (row.req.group === group && row.req.order !== undefined && (!playing || row.req.order < playing.req.order!)) playing = row;
     let first = order; // the lowest index waiting here: it plays before any later one
-    for (const w of this.#waiting) if (w.group === group && w.emitAt && w.order !== undefined && w.order < first) first = w.order;
+    for (const w of [...this.#waiting, ...this.#pending.map((p) => p.req)]) if (w.group === group && w.emitAt && w.order !== undefined && w.order < first) first = w.order;
     if (!playing || first < playing.req.order!) return order === first;
     let ready = playing.generated.length;
     for (const [o, n] of g.done) if (o < playing.req.order!) ready += n;
@@ -379,7 +469,8 @@ export class GptEngine {
     const step = this.#estimateStepMs(this.#rows.length + 1);
     const steps = Math.min(playing.limit - playing.generated.length, step > 0 ? p.horizonMs / step : 0);
     const loss = Math.max(0, step - tokenMs) * steps;
-    return leadMs >= (this.#prefillMs ?? 0) + loss;
+    // A deferred prefill runs beside the batch, which does not wait for it.
+    return leadMs >= (this.#deferred ? 0 : (this.#prefillMs ?? 0)) + loss;
   }
 
   /** Step ms at batch size b: measured, else scaled linearly from the nearest smaller size measured (pessimistic on a CPU), else the nearest larger; 0 if none. */
@@ -398,7 +489,8 @@ export class GptEngine {
 
   /** Pacing: forget a streamed request once none of its segments is here any more (besides `leaving`). */
   #forget(group: string, leaving?: Row): void {
-    if (!this.#rows.some((r) => r !== leaving && r.req.group === group) && !this.#waiting.some((r) => r.group === group)) this.#groups.delete(group);
+    if (!this.#rows.some((r) => r !== leaving && r.req.group === group) && !this.#waiting.some((r) => r.group === group) && !this.#pending.some((p) => p.req.group === group))
+      this.#groups.delete(group);
   }
 
   #finish(row: Row, stoppedBy: GptResult["stoppedBy"], error?: string): GptResult {
@@ -438,14 +530,20 @@ export class GptEngine {
       }
     }
 
-    // 1. Admission: free rows, the KV budget, and a bound on prefills per iteration.
-    for (let admitted = 0; admitted < this.#o.admitPerStep && this.#waiting.length && this.#rows.length < this.#o.maxRows; admitted++) {
+    // 1. Admission: free rows, the KV budget, and a bound on prefills per iteration (deferred: in flight).
+    this.#joinPrefilled(done);
+    for (let admitted = 0; admitted < this.#o.admitPerStep && this.#waiting.length && this.#rows.length + this.#pending.length < this.#o.maxRows; admitted++) {
+      if (this.#deferred && this.#pending.length >= this.#o.admitPerStep) break;
       const at = this.#nextAdmissible();
       if (at < 0) break;
       const next = this.#waiting[at];
       const need = next.promptIds.length + next.textIds.length + next.prompts.length + 1;
-      if (this.#rows.length > 0 && this.#bytesFor(need) > this.#o.kvBudgetBytes) break;
+      if (this.#rows.length + this.#pending.length > 0 && this.#bytesFor(need) > this.#o.kvBudgetBytes) break;
       this.#waiting.splice(at, 1);
+      if (this.#deferred) {
+        this.#startPrefill(next);
+        continue;
+      }
       try {
         this.#rows.push(await this.#admit(next));
       } catch (err) {
@@ -453,6 +551,12 @@ export class GptEngine {
         if (next.group !== undefined) this.#forget(next.group);
         done.push({ id: next.id, tokens: new Int32Array(), stoppedBy: "aborted", queueMs: 0, computeMs: 0, maxBatch: 0, meanBatch: 0, error: (err as Error).message });
       }
+    }
+
+    // Nothing to decode while prefills run elsewhere: wait for one instead of spinning.
+    if (this.#rows.length === 0 && this.#pending.length) {
+      await Promise.race(this.#pending.map((p) => p.settled));
+      this.#joinPrefilled(done);
     }
 
     // 2. Sample every row's next token; retire rows that stop.
@@ -505,7 +609,7 @@ export class GptEngine {
       i++;
     }
     if (this.#rows.length === 0) {
-      if (this.#waiting.length === 0) this.#shrink();
+      if (this.#waiting.length === 0 && this.#pending.length === 0) this.#shrink();
       return done;
     }
 
