@@ -232,3 +232,32 @@ t.test("gpt engine - the service's engine with its prefill thread gives the toke
   t.equal(without[0].prefills, 6);
   t.ok(Math.max(...runs[1].map((r) => r.maxBatch)) >= 2, "rows decoded together with the prefill thread");
 });
+
+t.test("gpt engine - the KV capacity follows the longest running row, up and down, and the tokens stay the alone ones", async (t) => {
+  const long: GptRequest = { ...request(5), id: "long", prompts: Int32Array.from({ length: 400 }, (_, k) => (k * 17 + 5) % 1024) };
+  const solo = new GptEngine(sessions, manifest, { maxRows: 1 });
+  solo.add(long);
+  const longAlone = (await drain(solo)).get("long")!;
+  const positions = (r: GptRequest) => r.promptIds.length + r.textIds.length + r.prompts.length;
+  // 64: the buffers must grow (copied over) while rows run; 1024: the capacity moves inside them, in place.
+  for (const initialCapacity of [64, 1024]) {
+    const engine = new GptEngine(sessions, manifest, { maxRows: 3, initialCapacity });
+    for (const r of [request(0), long, request(2)]) engine.add(r);
+    const out = new Map<string, GptResult>();
+    const seen: Array<{ cap: number; ids: string[] }> = [];
+    while (!engine.idle) {
+      for (const r of await engine.step()) out.set(r.id, r);
+      seen.push({ cap: engine.capacity, ids: engine.rowIds });
+    }
+    t.same(Array.from(out.get("long")!.tokens), Array.from(longAlone.tokens), `initial ${initialCapacity}: long, same tokens as alone`);
+    for (const id of ["r0", "r2"]) t.same(Array.from(out.get(id)!.tokens), Array.from(alone.get(id)!.tokens), `initial ${initialCapacity}: ${id}, same tokens as alone`);
+    const withLong = seen.filter((s) => s.ids.includes("long"));
+    const after = seen.filter((s) => !s.ids.includes("long") && s.ids.length > 0 && seen.indexOf(s) > seen.indexOf(withLong[withLong.length - 1]));
+    t.ok(withLong.length > 0 && after.length > 0, "the long row left while another still ran");
+    t.ok(withLong.every((s) => s.cap >= positions(long) + 1 && s.cap % 32 === 0), `while the long row ran, the capacity covered it (${withLong[0].cap}..${withLong[withLong.length - 1].cap})`);
+    const r2 = request(2);
+    const r2Max = positions(r2) + alone.get("r2")!.tokens.length;
+    t.ok(after.every((s) => s.cap <= Math.ceil(r2Max / 32) * 32 + 64), `after it left, the capacity shrank to the rest (${after[0].cap} ≤ ${Math.ceil(r2Max / 32) * 32 + 64}, long needed ${positions(long)})`);
+    t.ok(after[0].cap < positions(long), "smaller than the long row needed");
+  }
+});

@@ -12,7 +12,11 @@
  * The cache is batch-major and compact: per layer one buffer [maxRows, heads, capacity, headDim]; the
  * running rows occupy slots 0..n−1, so the step graph reads a prefix view of the buffer, never a copy.
  * A retiring row's slot is refilled by moving the last row into it (one row copy). All rows share one
- * capacity, grown by doubling when a row would overflow; a per-slot mask marks live positions.
+ * capacity, the positions per (row, head) the step graph reads and masks: it follows the longest
+ * running row in steps of CAPACITY_GRAIN (the rows are re-laid in place, inside the buffer, when it
+ * changes), because every step reads the whole capacity of every row and the attention's share of a
+ * step grows with it. The buffer itself grows by doubling when the capacity would not fit; a per-slot
+ * mask marks live positions.
  * Rows are independent in the graph (see docs/models.md), so a request's tokens are the same whether it
  * runs alone or in any batch.
  */
@@ -21,6 +25,8 @@ import type { Manifest } from "../../shared/manifest.js";
 import { Rng, sampleToken, type SamplingParams } from "../../shared/sampling.js";
 
 export const MAX_TOKENS = 1500;
+/** The KV capacity the step graph reads moves in steps of this many positions (see the header). */
+export const CAPACITY_GRAIN = 32;
 
 export interface GptRequest {
   id: string;
@@ -199,7 +205,10 @@ export class GptEngine {
   readonly #groups = new Map<string, { playStart?: number; done: Map<number, number> }>();
   #partials: GptPartial[] = [];
   #rows: Row[] = [];
+  /** Positions per (row, head) in use: the stride of the cache and the step graph's Kc. */
   #capacity: number;
+  /** Positions per (row, head) the buffers have room for (≥ #capacity). */
+  #room: number;
   #k: Float32Array[] = [];
   #v: Float32Array[] = [];
   #mask: Float32Array;
@@ -225,9 +234,10 @@ export class GptEngine {
       this.#prefill = (req) => runPrefill({ t2s_encoder, t2s_prefill }, manifest, req);
     }
     this.#pacing = pacing ? { tokensPerSecond: 25, horizonMs: 2000, maxHoldMs: 10_000, ...pacing } : undefined;
-    this.#capacity = this.#o.initialCapacity;
+    this.#room = this.#o.initialCapacity;
+    this.#capacity = Math.min(CAPACITY_GRAIN, this.#room);
     this.#mask = new Float32Array(0);
-    this.#alloc(this.#capacity);
+    this.#alloc(this.#room);
   }
 
   get running(): number {
@@ -254,7 +264,12 @@ export class GptEngine {
 
   get kvBytes(): number {
     const d = this.#m.dims.t2s;
-    return 2 * d.layers * this.#o.maxRows * d.heads * this.#capacity * d.headDim * 4;
+    return 2 * d.layers * this.#o.maxRows * d.heads * this.#room * d.headDim * 4;
+  }
+
+  /** The KV positions per row the decode step reads now (metrics, tests). */
+  get capacity(): number {
+    return this.#capacity;
   }
 
   add(req: GptRequest): void {
@@ -273,27 +288,50 @@ export class GptEngine {
     return p;
   }
 
-  #alloc(capacity: number): void {
+  /** New buffers with room for `room` positions per (row, head); the rows in use are copied over (same stride). */
+  #alloc(room: number): void {
     const d = this.#m.dims.t2s;
-    const size = this.#o.maxRows * d.heads * capacity * d.headDim;
-    const old = { k: this.#k, v: this.#v, mask: this.#mask, cap: this.#capacity };
-    this.#k = Array.from({ length: d.layers }, () => new Float32Array(size));
-    this.#v = Array.from({ length: d.layers }, () => new Float32Array(size));
-    const mask = new Float32Array(this.#o.maxRows * capacity);
-    if (old.k.length) {
-      const rowsInUse = this.#rows.length;
-      for (let l = 0; l < d.layers; l++)
-        for (let s = 0; s < rowsInUse; s++)
-          for (let h = 0; h < d.heads; h++) {
-            const src = ((s * d.heads + h) * old.cap) * d.headDim;
-            const dst = ((s * d.heads + h) * capacity) * d.headDim;
-            this.#k[l].set(old.k[l].subarray(src, src + old.cap * d.headDim), dst);
-            this.#v[l].set(old.v[l].subarray(src, src + old.cap * d.headDim), dst);
-          }
-      for (let s = 0; s < rowsInUse; s++) mask.set(old.mask.subarray(s * old.cap, (s + 1) * old.cap), s * capacity);
+    const size = this.#o.maxRows * d.heads * room * d.headDim;
+    const used = this.#rows.length * d.heads * this.#capacity * d.headDim;
+    const old = { k: this.#k, v: this.#v, mask: this.#mask };
+    this.#k = Array.from({ length: d.layers }, (_, l) => {
+      const a = new Float32Array(size);
+      if (old.k.length) a.set(old.k[l].subarray(0, used));
+      return a;
+    });
+    this.#v = Array.from({ length: d.layers }, (_, l) => {
+      const a = new Float32Array(size);
+      if (old.v.length) a.set(old.v[l].subarray(0, used));
+      return a;
+    });
+    this.#mask = new Float32Array(this.#o.maxRows * room);
+    this.#mask.set(old.mask.subarray(0, this.#rows.length * this.#capacity));
+    this.#room = room;
+  }
+
+  /**
+   * Change the capacity (the stride) to `cap` ≤ #room, in place: each running row's live positions move
+   * to their new place (from the last block down when growing, from the first up when shrinking, so no
+   * block is overwritten before it moved), and the positions past a row's length are masked.
+   */
+  #restride(cap: number): void {
+    const old = this.#capacity;
+    if (cap === old) return;
+    const d = this.#m.dims.t2s;
+    const Dh = d.headDim;
+    const n = this.#rows.length;
+    const order = Array.from({ length: n * d.heads }, (_, i) => i);
+    if (cap > old) order.reverse();
+    for (const i of order) {
+      const len = this.#rows[Math.floor(i / d.heads)].len;
+      for (const buf of [...this.#k, ...this.#v]) buf.copyWithin(i * cap * Dh, i * old * Dh, (i * old + len) * Dh);
     }
-    this.#mask = mask;
-    this.#capacity = capacity;
+    for (const s of order.filter((i) => i < n)) {
+      const len = this.#rows[s].len;
+      this.#mask.copyWithin(s * cap, s * old, s * old + len);
+      this.#mask.fill(0, s * cap + len, (s + 1) * cap);
+    }
+    this.#capacity = cap;
   }
 
   /** Write `n` positions, given per layer as [heads, n, headDim], into a slot at position `at`. */
@@ -321,18 +359,29 @@ export class GptEngine {
     this.#mask.copyWithin(to * this.#capacity, from * this.#capacity, (from + 1) * this.#capacity);
   }
 
-  #ensureCapacity(positions: number): void {
-    if (positions <= this.#capacity) return;
-    let cap = this.#capacity;
-    while (cap < positions) cap *= 2;
-    this.#alloc(cap);
+  /**
+   * Fit the capacity to `positions` (the longest row's, after the next write): up to the next multiple
+   * of CAPACITY_GRAIN plus one grain of headroom when it must grow (the buffer doubles if that does not fit
+   * its room), down when it is two grains or more above that multiple (`shrink`).
+   */
+  #fit(positions: number, shrink: boolean): void {
+    const target = Math.ceil(positions / CAPACITY_GRAIN) * CAPACITY_GRAIN;
+    if (target > this.#capacity) {
+      if (target > this.#room) {
+        let room = this.#room;
+        while (room < target) room *= 2;
+        this.#alloc(room);
+      }
+      this.#restride(Math.min(target + CAPACITY_GRAIN, this.#room));
+    } else if (shrink && this.#capacity >= target + 2 * CAPACITY_GRAIN) this.#restride(target + CAPACITY_GRAIN);
   }
 
+  /** KV bytes the buffers would take with room for `positions` (the budget check of admission). */
   #bytesFor(positions: number): number {
     const d = this.#m.dims.t2s;
-    let cap = this.#capacity;
-    while (cap < positions) cap *= 2;
-    return 2 * d.layers * this.#o.maxRows * d.heads * cap * d.headDim * 4;
+    let room = this.#room;
+    while (room < positions) room *= 2;
+    return 2 * d.layers * this.#o.maxRows * d.heads * room * d.headDim * 4;
   }
 
   /** Prefill `req` with the engine's own sessions, now (the batch waits), and return its row. */
@@ -353,7 +402,7 @@ export class GptEngine {
       if (parts.length !== d.layers || parts.some((x) => x.length !== d.heads * (n + t25) * d.headDim))
         throw new Error(`prefill gave ${name} of the wrong shape (${parts.length} layers, expected ${d.layers} × ${d.heads} × ${n + t25} × ${d.headDim})`);
     if (pre.logits.length !== d.vocab) throw new Error(`prefill gave ${pre.logits.length} logits, expected ${d.vocab}`);
-    this.#ensureCapacity(n + t25 + 1);
+    this.#fit(n + t25 + 1, false);
     const slot = this.#rows.length;
     this.#mask.fill(0, slot * this.#capacity, (slot + 1) * this.#capacity);
     this.#write(slot, 0, pre.k, pre.v, n + t25);
@@ -615,7 +664,7 @@ export class GptEngine {
 
     // 3. One batched decode step over every running row.
     const b = this.#rows.length;
-    this.#ensureCapacity(Math.max(...this.#rows.map((r) => r.len + 1)));
+    this.#fit(Math.max(...this.#rows.map((r) => r.len + 1)), true);
     const cap = this.#capacity;
     const tok = new BigInt64Array(b);
     const pos = new BigInt64Array(b);
@@ -675,11 +724,11 @@ export class GptEngine {
 
   /** When idle, give back memory grown for long sequences. */
   #shrink(): void {
-    if (this.#capacity > this.#o.initialCapacity) {
+    if (this.#room > this.#o.initialCapacity) {
       this.#k = [];
       this.#v = [];
-      this.#capacity = this.#o.initialCapacity;
-      this.#alloc(this.#capacity);
+      this.#alloc(this.#o.initialCapacity);
     }
+    this.#capacity = Math.min(CAPACITY_GRAIN, this.#room);
   }
 }
