@@ -214,9 +214,22 @@ t.test("OpenAI `model` may name a set; /v1/models lists the sets", async (t) => 
   for (const id of ["gpt-sovits-v3", "tiny", "b", "c", "d"]) t.ok(ids.includes(id), id);
   t.notOk(ids.includes("empty"), "a directory without a manifest is not listed");
   const speech = (model: string) => fetch(`${url}/v1/audio/speech`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model, input: TEXT, voice: "default", response_format: "pcm", seed: 5, sample_steps: 2, text_lang: "en" }) });
+  // The stages are asked to load a set named per request once, not on every request.
+  const loads = nc.subscribe("tts.v1.models.load.>");
+  let seen = 0;
+  void (async () => {
+    for await (const _ of loads) seen++;
+  })();
   const r = await speech("tiny");
   t.equal(r.status, 200);
   t.ok(same(new Uint8Array(await r.arrayBuffer()), alone.a), "model=tiny runs on set tiny whatever the selection");
+  await nc.flush();
+  t.equal(seen, 3, "the first request asked gpt, sovits and vocoder to load the set");
+  const again = await speech("tiny");
+  t.ok(same(new Uint8Array(await again.arrayBuffer()), alone.a), "and the second one runs on it too");
+  await nc.flush();
+  t.equal(seen, 3, "without asking again");
+  loads.unsubscribe();
   const bad = await speech("nope");
   t.equal(bad.status, 400);
   t.equal(((await bad.json()) as { error: { code: string } }).error.code, "BAD_PARAMETER");

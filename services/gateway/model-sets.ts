@@ -26,6 +26,8 @@ const LOAD_TIMEOUT_MS = 120_000;
 /** JetStream's answer to a write whose expected last revision is not the key's (another writer came first). */
 const WRONG_LAST_SEQUENCE = 10071;
 const MAX_SWITCH_ATTEMPTS = 5;
+/** A set named per request (OpenAI `model`) is loaded and checked once in this long, not per request. */
+const REQUEST_SET_TTL_MS = 30_000;
 
 export class ModelSelector {
   readonly #nc: NatsConnection;
@@ -35,6 +37,8 @@ export class ModelSelector {
   #stopWatch: (() => void) | undefined;
   /** Switches on this gateway run one at a time. */
   #chain: Promise<unknown> = Promise.resolve();
+  /** forRequest: sets loaded and checked lately (only successes; names of existing sets, so bounded). */
+  readonly #checked = new Map<string, { sel: ModelSelection; at: number }>();
 
   constructor(nc: NatsConnection, modelsRoot: string) {
     this.#nc = nc;
@@ -129,7 +133,13 @@ export class ModelSelector {
   /** A set named per request (OpenAI `model`): both halves from that one set, loaded and checked. */
   async forRequest(name: string): Promise<ModelSelection> {
     if (!ModelSetName.safeParse(name).success) throw new GsvError("BAD_PARAMETER", `model: ${JSON.stringify(name)} is not a model set name`);
-    return this.validate(name, name);
+    // Asking three stages to load the set costs three NATS round trips; once checked, a set is trusted for
+    // a while (a stage that unloaded it meanwhile loads it again on the request's first work message).
+    const hit = this.#checked.get(name);
+    if (hit && Date.now() - hit.at < REQUEST_SET_TTL_MS) return hit.sel;
+    const sel = await this.validate(name, name);
+    this.#checked.set(name, { sel, at: Date.now() });
+    return sel;
   }
 
   /** Sets present under the models root (directories with a manifest.json), by name. */
