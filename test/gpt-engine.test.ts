@@ -261,3 +261,33 @@ t.test("gpt engine - the KV capacity follows the longest running row, up and dow
     t.ok(after[0].cap < positions(long), "smaller than the long row needed");
   }
 });
+
+t.test("gpt engine - deferred prefill: a streamed request's later segment is prefilled while the batch waits", async (t) => {
+  // Its prefill beside the steps would take CPU from the request's first window downstream; pacing
+  // counts it as a stall of the playing segment. Other requests' prefills do not stop the batch (above).
+  const g = gatedPrefill();
+  const engine = new GptEngine({ t2s_step: sessions.t2s_step }, manifest, { maxRows: 4, prefill: g.prefill });
+  const seg = (i: number, order: number): GptRequest => ({ ...request(i), id: `s${order}`, group: "g", order, emitAt: [4, 1000] });
+  engine.add(seg(0, 0));
+  engine.add(seg(1, 1));
+  const first = engine.step();
+  await new Promise((r) => setImmediate(r));
+  g.release("s0");
+  await first;
+  while (engine.running === 1 && engine.stats.steps < 4) await engine.step(); // segment 0 to its first window
+  t.same(g.started, ["s0"], "segment 1 waited for segment 0's first window");
+  const steps = engine.stats.steps;
+  const admitting = engine.step();
+  let settled = false;
+  void admitting.then(() => (settled = true));
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+  t.same(g.started, ["s0", "s1"], "segment 1's prefill started");
+  t.notOk(settled, "the step waits for it");
+  t.equal(engine.stats.steps, steps, "no decode step ran meanwhile");
+  g.release("s1");
+  await admitting;
+  t.equal(engine.running, 2, "segment 1 joined in that step");
+  const out = await drain(engine);
+  t.same(Array.from(out.get("s1")!.tokens), Array.from(alone.get("r1")!.tokens), "segment 1: the alone tokens");
+  t.same(Array.from(out.get("s0")!.tokens), Array.from(alone.get("r0")!.tokens), "segment 0: the alone tokens");
+});

@@ -518,8 +518,7 @@ export class GptEngine {
     const step = this.#estimateStepMs(this.#rows.length + 1);
     const steps = Math.min(playing.limit - playing.generated.length, step > 0 ? p.horizonMs / step : 0);
     const loss = Math.max(0, step - tokenMs) * steps;
-    // A deferred prefill runs beside the batch, which does not wait for it.
-    return leadMs >= (this.#deferred ? 0 : (this.#prefillMs ?? 0)) + loss;
+    return leadMs >= (this.#prefillMs ?? 0) + loss;
   }
 
   /** Step ms at batch size b: measured, else scaled linearly from the nearest smaller size measured (pessimistic on a CPU), else the nearest larger; 0 if none. */
@@ -589,7 +588,10 @@ export class GptEngine {
       const need = next.promptIds.length + next.textIds.length + next.prompts.length + 1;
       if (this.#rows.length + this.#pending.length > 0 && this.#bytesFor(need) > this.#o.kvBudgetBytes) break;
       this.#waiting.splice(at, 1);
-      if (this.#deferred) {
+      // A streamed request's later segment is prefilled while the batch waits, even with a prefill
+      // thread: running beside the decode steps it would also take CPU from the other stages working on
+      // the request's first audio (its first window's DiT), and pacing counts its prefill as a stall.
+      if (this.#deferred && !(next.group !== undefined && next.emitAt && (next.order ?? 0) > 0)) {
         this.#startPrefill(next);
         continue;
       }
