@@ -12,7 +12,7 @@
  * 5. time to first audio against full latency for a ~20 s paragraph, per streaming_mode (tools/bench-stream.ts).
  * Writes bench-out/report.json and bench-out/throughput.svg and prints a summary.
  */
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { connect } from "nats";
@@ -25,6 +25,7 @@ import { defaultGptBenchDir, gptBatchThroughput } from "./bench-gpt.js";
 import { InProcessPipeline } from "./inprocess.js";
 import { startStack } from "./launch.js";
 import { BENCH_TEXTS, defaultVoice } from "./loadgen.js";
+import { processCpuMs } from "./proc-cpu.js";
 import { streamingLatency } from "./bench-stream.js";
 
 const { values } = parseArgs({
@@ -184,14 +185,11 @@ log(`report: ${join(values.out!, "report.json")}, chart: ${join(values.out!, "th
 function stackCpuMs(st: Awaited<ReturnType<typeof startStack>>): Record<string, number> | undefined {
   const procs: [string, number | undefined][] = [...st.services.map((s) => [s.name, s.proc.pid] as [string, number | undefined]), ["nats-server", st.nats?.proc.pid]];
   const out: Record<string, number> = {};
-  try {
-    for (const [name, pid] of procs) {
-      if (pid === undefined) continue;
-      const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
-      out[name] = ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime + stime, in USER_HZ (100 on Linux)
-    }
-  } catch {
-    return undefined;
+  for (const [name, pid] of procs) {
+    if (pid === undefined) continue;
+    const ms = processCpuMs(pid);
+    if (ms === undefined) return undefined;
+    out[name] = ms;
   }
   return out;
 }

@@ -18,7 +18,7 @@
  * --warmup and --measure are simulated seconds (the window shrinks as 12/√n, at least 3).
  * Writes bench-out/sim.json and bench-out/sim.svg.
  */
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -33,6 +33,7 @@ import type { GenParams } from "../shared/schemas.js";
 import { PREFIX, ServiceNames, WorkQueues, type Stage } from "../shared/subjects.js";
 import { startNatsServer, startService, type NatsServer, type ServiceName, type ServiceProcess } from "./launch.js";
 import { BENCH_TEXTS, defaultVoice } from "./loadgen.js";
+import { processCpuMs } from "./proc-cpu.js";
 
 const { values } = parseArgs({
   options: {
@@ -122,17 +123,8 @@ async function startSimStack(plan: Record<ServiceName, number>, d: number): Prom
 }
 process.on("SIGINT", () => void (current?.stop() ?? Promise.resolve()).then(() => process.exit(130)));
 
-/** utime + stime of a process, in seconds (Linux /proc). */
-function cpuSeconds(pid: number | undefined): number {
-  if (!pid) return 0;
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
-    return (Number(rest[11]) + Number(rest[12])) / 100;
-  } catch {
-    return 0;
-  }
-}
+/** utime + stime of a process, in seconds (0 where /proc cannot tell). */
+const cpuSeconds = (pid: number | undefined): number => (processCpuMs(pid) ?? 0) / 1000;
 function cpuSnapshot(st: SimStack): Map<string, { role: string; s: number }> {
   const m = new Map<string, { role: string; s: number }>();
   for (const p of st.procs) m.set(String(p.proc.proc.pid), { role: p.role, s: cpuSeconds(p.proc.proc.pid) });
