@@ -393,15 +393,15 @@ export class GptEngine {
   /** A prefilled request becomes a row in the next free slot. */
   #join(req: GptRequest, pre: PrefillOut, started: number): Row {
     const d = this.#m.dims.t2s;
-    this.stats.prefills++;
-    this.#prefillMs = average(this.#prefillMs, this.#o.now() - started);
     const n = req.promptIds.length + req.textIds.length;
     const t25 = req.prompts.length;
-    const { limit, byPolicy } = tokenLimit(this.#m, req.textIds.length);
     for (const [name, parts] of [["k", pre.k], ["v", pre.v]] as const)
       if (parts.length !== d.layers || parts.some((x) => x.length !== d.heads * (n + t25) * d.headDim))
         throw new Error(`prefill gave ${name} of the wrong shape (${parts.length} layers, expected ${d.layers} × ${d.heads} × ${n + t25} × ${d.headDim})`);
     if (pre.logits.length !== d.vocab) throw new Error(`prefill gave ${pre.logits.length} logits, expected ${d.vocab}`);
+    this.stats.prefills++;
+    this.#prefillMs = average(this.#prefillMs, this.#o.now() - started);
+    const { limit, byPolicy } = tokenLimit(this.#m, req.textIds.length);
     this.#fit(n + t25 + 1, false);
     const slot = this.#rows.length;
     this.#mask.fill(0, slot * this.#capacity, (slot + 1) * this.#capacity);
