@@ -291,3 +291,18 @@ t.test("gpt engine - deferred prefill: a streamed request's later segment is pre
   t.same(Array.from(out.get("s1")!.tokens), Array.from(alone.get("r1")!.tokens), "segment 1: the alone tokens");
   t.same(Array.from(out.get("s0")!.tokens), Array.from(alone.get("r0")!.tokens), "segment 0: the alone tokens");
 });
+
+t.test("gpt engine - a prefill of the wrong shape ends its request with a clear error and is not counted", async (t) => {
+  const prefill = async (req: GptRequest): Promise<PrefillOut> => {
+    const out = await runPrefill(sessions, manifest, req);
+    return req.id === "r2" ? { ...out, k: out.k.map((x) => x.subarray(1)) } : out;
+  };
+  const engine = new GptEngine({ t2s_step: sessions.t2s_step }, manifest, { maxRows: 4, prefill });
+  engine.add(request(1));
+  engine.add(request(2));
+  const out = await drain(engine);
+  t.equal(out.get("r2")?.stoppedBy, "aborted");
+  t.match(out.get("r2")?.error, /prefill gave k of the wrong shape/);
+  t.same(Array.from(out.get("r1")!.tokens), Array.from(alone.get("r1")!.tokens), "the other request decoded normally");
+  t.equal(engine.stats.prefills, 1, "only the good prefill counted");
+});
