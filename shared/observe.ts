@@ -15,7 +15,7 @@ const unitsTotal = () => metrics.counter("gsv_stage_units_total", "Units of work
 const queueWait = () => metrics.histogram("gsv_stage_queue_wait_seconds", "Per unit of work: time from being queued for the stage until its compute started (JetStream wait plus any wait inside the stage, e.g. for a GPT batch row)", TIME_BUCKETS, ["stage"]);
 const compute = () => metrics.histogram("gsv_stage_compute_seconds", "Per unit of work: time the stage computed on it (includes the batch steps it shared with other requests)", TIME_BUCKETS, ["stage"]);
 const inflight = () => metrics.gauge("gsv_stage_inflight", "Work messages this replica is working on now", ["stage"]);
-const batchSize = () => metrics.histogram("gsv_batch_size", "Rows in one batched model step (gpt_decode: a T2S decode step; cfm_dit: a DiT Euler step; vocoder: a vocoder run)", BATCH_BUCKETS, ["stage", "op"]);
+const batchSize = () => metrics.histogram("gsv_batch_size", "Rows in one batched model step (gpt_decode: a T2S decode step; gpt_prefill: one request's T2S encoder and prefill; cfm_dit: a DiT Euler step; vocoder: a vocoder run)", BATCH_BUCKETS, ["stage", "op"]);
 const stepTime = () => metrics.histogram("gsv_batch_step_seconds", "Wall time of one batched model step", STEP_BUCKETS, ["stage", "op"]);
 const tokensTotal = () => metrics.counter("gsv_tokens_generated_total", "Semantic tokens generated (one per running row per GPT decode step)", ["stage"]);
 

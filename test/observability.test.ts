@@ -166,6 +166,7 @@ t.test("tracing - one trace per request through all five services; a GPT batch s
     t.ok(Number(attr(both, "gsv.steps")) >= 1);
     t.ok(BigInt(both.startTimeUnixNano) >= BigInt(gpt.startTimeUnixNano), "the batch runs inside the request's gpt span");
   }
+  t.ok(spans.some((s) => s.name === "gpt gpt_prefill batch" && s.links.some((l) => l.spanId === gpt.spanId && l.traceId === gpt.traceId)), "the GPT prefill of request A is a span linked to its gpt span");
   t.ok(spans.some((s) => s.name === "sovits cfm_dit batch" && s.links.some((l) => l.traceId === incoming.traceId)), "CFM batches link to the requests they carried");
   t.ok(spans.some((s) => s.name === "vocoder vocoder batch" && s.links.some((l) => l.traceId === incoming.traceId)), "vocoder batches too");
 });
@@ -224,6 +225,8 @@ t.test("metrics - every process serves /metrics; counters rise by exactly the re
   t.equal(d("gpt-semantic", "gsv_batch_size_count", { stage: "gpt", op: "gpt_decode" }), steps, "one batch-size observation per decode step");
   t.equal(d("gpt-semantic", "gsv_batch_size_sum", { stage: "gpt", op: "gpt_decode" }), tokens, "the rows of all decode steps are the tokens");
   t.ok(steps > 0 && steps <= tokens, `${steps} decode steps for ${tokens} tokens`);
+  t.equal(d("gpt-semantic", "gsv_batch_step_seconds_count", { stage: "gpt", op: "gpt_prefill" }), segments, "gpt: one prefill per segment, timed");
+  t.equal(d("gpt-semantic", "gsv_batch_size_sum", { stage: "gpt", op: "gpt_prefill" }), segments, "of one row each");
   t.equal(d("sovits-decoder", "gsv_stage_jobs_total", { stage: "sovits" }), segments, "sovits: one job per segment");
   const windows = d("sovits-decoder", "gsv_stage_units_total", { stage: "sovits" });
   t.ok(windows >= segments, `sovits: ${windows} mel windows`);

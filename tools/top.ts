@@ -34,6 +34,13 @@ interface BatchFig {
   recent: { steps: number; meanBatch: number; meanStepMs: number; tokensPerSec: number };
 }
 
+/** The batched model steps a stage's batch and step columns average: not gpt_prefill (one request's prefill, not a batch). */
+function stepOps(batches: Record<string, BatchFig>): BatchFig[] {
+  return Object.entries(batches)
+    .filter(([op]) => op !== "gpt_prefill")
+    .map(([, b]) => b);
+}
+
 interface Status {
   inflight?: number;
   processed?: number;
@@ -83,7 +90,7 @@ export async function snapshot(nc: NatsConnection, maxWait = 500): Promise<TopRo
         wq += f.recent.meanQueueMs * n;
         wc += f.recent.meanComputeMs * n;
         jobsRecent += n;
-        for (const b of Object.values(f.batches)) {
+        for (const b of stepOps(f.batches)) {
           // The last 10 s if anything ran in them, else since start.
           if (b.recent.steps > 0) {
             batchRows += b.recent.meanBatch * b.recent.steps;
@@ -97,7 +104,7 @@ export async function snapshot(nc: NatsConnection, maxWait = 500): Promise<TopRo
       // Nothing ran in the last 10 s: show the figures since start.
       if (batchSteps === 0)
         for (const s of all)
-          for (const b of Object.values(s.figures?.batches ?? {}))
+          for (const b of stepOps(s.figures?.batches ?? {}))
             if (b.steps) {
               batchRows += b.meanBatch * b.steps;
               batchSteps += b.steps;

@@ -17,6 +17,13 @@ export interface EngineStats {
   batchHistogram: Record<string, number>;
 }
 
+/** A prefill that gave a row: from admission to joining the batch (encoder + prefill, and any wait for the prefill thread). Epoch ms. */
+export interface PrefillRecord {
+  id: string;
+  startMs: number;
+  endMs: number;
+}
+
 /** A run of decode steps with the same rows (see engine-worker.ts). Times are epoch ms. */
 export interface StepRun {
   ids: string[];
@@ -37,8 +44,17 @@ interface Slot {
 export class EngineClient {
   #slots: Slot[] = [];
 
-  /** `prefillThread`: each engine worker prefills in a thread of its own (engine-worker.ts). */
-  static async create(o: { modelDir: string; manifest: Manifest; workers: number; intraOpThreads: number; engine: EngineOptions; prefillThread?: boolean; onSteps?: (s: StepRun) => void }): Promise<EngineClient> {
+  /** `prefillThread`: each engine worker prefills in a thread of its own (engine-worker.ts). `onPrefill`: each prefill that gave a row. */
+  static async create(o: {
+    modelDir: string;
+    manifest: Manifest;
+    workers: number;
+    intraOpThreads: number;
+    engine: Omit<EngineOptions, "prefill" | "onPrefill" | "now">;
+    prefillThread?: boolean;
+    onSteps?: (s: StepRun) => void;
+    onPrefill?: (p: PrefillRecord) => void;
+  }): Promise<EngineClient> {
     const c = new EngineClient();
     const paths = {
       t2s_encoder: join(o.modelDir, o.manifest.graphs.t2s_encoder.file),
@@ -55,6 +71,7 @@ export class EngineClient {
       });
       worker.on("message", (m: { type: string; result?: GptResult; partial?: GptPartial; error?: string }) => {
         if (m.type === "steps") o.onSteps?.(m as unknown as StepRun);
+        else if (m.type === "prefill") o.onPrefill?.(m as unknown as PrefillRecord);
         else if (m.type === "partial" && m.partial) {
           slot.partials.get(m.partial.id)?.(m.partial);
         } else if (m.type === "done" && m.result) {

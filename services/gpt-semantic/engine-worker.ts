@@ -72,7 +72,12 @@ try {
   port.postMessage({ type: "ready", ok: false, error: (err as Error).message });
   process.exit(1);
 }
-const engine = new GptEngine(sessions, init.manifest, { ...init.engine, ...(prefill ? { prefill } : {}) });
+const engine = new GptEngine(sessions, init.manifest, {
+  ...init.engine,
+  ...(prefill ? { prefill } : {}),
+  // The engine's clock is performance.now(); the service records epoch ms.
+  onPrefill: (p) => port.postMessage({ type: "prefill", id: p.id, startMs: performance.timeOrigin + p.startMs, endMs: performance.timeOrigin + p.endMs }),
+});
 port.postMessage({ type: "ready", ok: true });
 
 /**

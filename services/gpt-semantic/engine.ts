@@ -164,6 +164,8 @@ export interface EngineOptions {
    * step after its prefill is done. Absent: the engine prefills with its own sessions, between steps.
    */
   prefill?: (req: GptRequest) => Promise<PrefillOut>;
+  /** Told of every prefill that gave a row, with its times on the `now` clock: admitted (handed to the prefill) and joined. */
+  onPrefill?: (p: { id: string; startMs: number; endMs: number }) => void;
   /** Streaming: admit a streamed request's later segments by its playback deadline (see #paced). Off when absent. */
   pacing?: PacingOptions;
 }
@@ -189,7 +191,8 @@ export interface PacingOptions {
 export class GptEngine {
   readonly #s: Pick<GptSessions, "t2s_step">;
   readonly #m: Manifest;
-  readonly #o: Required<Omit<EngineOptions, "pacing" | "prefill">>;
+  readonly #o: Required<Omit<EngineOptions, "pacing" | "prefill" | "onPrefill">>;
+  readonly #onPrefill: EngineOptions["onPrefill"];
   readonly #prefill: (req: GptRequest) => Promise<PrefillOut>;
   readonly #deferred: boolean;
   /** Deferred prefills: started, not yet joined (in start order). */
@@ -218,7 +221,8 @@ export class GptEngine {
   constructor(sessions: Pick<GptSessions, "t2s_step"> & Partial<PrefillSessions>, manifest: Manifest, opts: EngineOptions) {
     this.#s = sessions;
     this.#m = manifest;
-    const { pacing, prefill, ...rest } = opts;
+    const { pacing, prefill, onPrefill, ...rest } = opts;
+    this.#onPrefill = onPrefill;
     this.#o = {
       admitPerStep: 2,
       kvBudgetBytes: Number.POSITIVE_INFINITY,
@@ -400,7 +404,9 @@ export class GptEngine {
         throw new Error(`prefill gave ${name} of the wrong shape (${parts.length} layers, expected ${d.layers} × ${d.heads} × ${n + t25} × ${d.headDim})`);
     if (pre.logits.length !== d.vocab) throw new Error(`prefill gave ${pre.logits.length} logits, expected ${d.vocab}`);
     this.stats.prefills++;
-    this.#prefillMs = average(this.#prefillMs, this.#o.now() - started);
+    const joined = this.#o.now();
+    this.#prefillMs = average(this.#prefillMs, joined - started);
+    this.#onPrefill?.({ id: req.id, startMs: started, endMs: joined });
     const { limit, byPolicy } = tokenLimit(this.#m, req.textIds.length);
     this.#fit(n + t25 + 1, false);
     const slot = this.#rows.length;

@@ -49,6 +49,7 @@ const sets = new ModelSetCache<GptSet>({
       engine: engineOptions,
       // Prefills run in a thread of their own beside the decode steps (GSV_GPT_PREFILL_THREAD=0: between steps).
       prefillThread: process.env.GSV_GPT_PREFILL_THREAD !== "0",
+      onPrefill: (p) => recordBatch("gpt", "gpt_prefill", { size: 1, startMs: p.startMs, endMs: p.endMs, carried: [contexts.get(p.id)] }),
       onSteps: (s) => recordBatch("gpt", "gpt_decode", { size: s.ids.length, startMs: s.startMs, endMs: s.endMs, steps: s.stepMs.length, stepMs: s.stepMs, tokens: s.tokens, carried: s.ids.map((id) => contexts.get(id)) }),
     });
     log.info("gpt-semantic loaded a model set", { set: name, dir });
