@@ -39,6 +39,17 @@ interface Waiting<I, O> {
   ctx: SpanContext | undefined;
 }
 
+/** Batch-size histogram (size → batches run) and items waiting, summed over several batchers (status of a stage holding several model sets). */
+export function batcherTotals(batchers: Iterable<{ histogram: Map<number, number>; waiting: number }>): { histogram: Record<number, number>; waiting: number } {
+  const histogram = new Map<number, number>();
+  let waiting = 0;
+  for (const b of batchers) {
+    for (const [k, v] of b.histogram) histogram.set(k, (histogram.get(k) ?? 0) + v);
+    waiting += b.waiting;
+  }
+  return { histogram: Object.fromEntries(histogram), waiting };
+}
+
 export class MicroBatcher<I, O> {
   #queue: Waiting<I, O>[] = [];
   #running = 0;

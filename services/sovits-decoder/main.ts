@@ -15,7 +15,7 @@ import { StageRunner, runUntilSignalled, timing } from "../../shared/stage.js";
 import { Subjects, voiceKey } from "../../shared/subjects.js";
 import { VoiceStore } from "../../shared/voices.js";
 import { checkSovitsJob } from "../../shared/job-checks.js";
-import { MicroBatcher } from "../../shared/batcher.js";
+import { MicroBatcher, batcherTotals } from "../../shared/batcher.js";
 import { batchObserver } from "../../shared/observe.js";
 import { extractContext, SpanKind, tracer } from "../../shared/trace.js";
 import { decodeWindows, ditBatch, encodeSegment, type DitInput } from "./cfm.js";
@@ -128,13 +128,8 @@ const runner = new StageRunner({
   metadata: { modelSet: sets.defaultName, cfmBatch: cfmMode },
   modelSets: stageModelSets(sets, (set) => ({ sha: set.modelSha, manifest: set.manifest })),
   extraStatus: async () => {
-    const histogram = new Map<number, number>();
-    let ditWaiting = 0;
-    for (const [, set] of await sets.loaded()) {
-      for (const [k, v] of set.dit.histogram) histogram.set(k, (histogram.get(k) ?? 0) + v);
-      ditWaiting += set.dit.waiting;
-    }
-    return { ditBatches: Object.fromEntries(histogram), ditWaiting };
+    const { histogram, waiting } = batcherTotals((await sets.loaded()).map(([, set]) => set.dit));
+    return { ditBatches: histogram, ditWaiting: waiting };
   },
   async handle(job, ctx) {
     const lease = await sets.acquire(job.models?.sovits);

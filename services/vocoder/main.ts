@@ -13,7 +13,7 @@ import { OrtPool } from "../../shared/ort-pool.js";
 import { VocodeRequest, VocoderJob } from "../../shared/schemas.js";
 import { StageRunner, runUntilSignalled, timing } from "../../shared/stage.js";
 import { asFloat32, f32 } from "../../shared/tensor.js";
-import { MicroBatcher } from "../../shared/batcher.js";
+import { MicroBatcher, batcherTotals } from "../../shared/batcher.js";
 import { batchObserver } from "../../shared/observe.js";
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -80,13 +80,8 @@ async function serveModelSetVocoder(): Promise<void> {
     metadata: { modelSet: sets.defaultName },
     modelSets: stageModelSets(sets, (set) => ({ sha: set.sha, manifest: set.manifest })),
     extraStatus: async () => {
-      const batches = new Map<number, number>();
-      let waiting = 0;
-      for (const [, set] of await sets.loaded()) {
-        for (const [k, v] of set.vocode.histogram) batches.set(k, (batches.get(k) ?? 0) + v);
-        waiting += set.vocode.waiting;
-      }
-      return { batches: Object.fromEntries(batches), waiting };
+      const { histogram, waiting } = batcherTotals((await sets.loaded()).map(([, set]) => set.vocode));
+      return { batches: histogram, waiting };
     },
     async handle(job, ctx) {
       const lease = await sets.acquire(job.models?.sovits);
