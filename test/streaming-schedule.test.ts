@@ -12,6 +12,19 @@ import { Rng } from "../shared/sampling.js";
 import { emitPoints, LOOKAHEAD_TOKENS, makeSchedule, melFrames, tokensFor, tokensNeeded, toStreamMode, windowEnd, windowFrames } from "../shared/streaming.js";
 import { GptEngine, type GptPartial, type GptRequest, type GptSessions } from "../services/gpt-semantic/engine.js";
 
+/** A GPT request from `seed`; with `stream`, a segment of a streamed request reporting its tokens at `emitAt`. */
+function segmentRequest(id: string, seed: number, emitAt: number[], stream?: { group: string; order: number; speed?: number }): GptRequest {
+  return {
+    id,
+    promptIds: Int32Array.from({ length: 6 }, (_, k) => (k * 31 + seed) % 732),
+    textIds: Int32Array.from({ length: 20 }, (_, k) => (k * 13 + 5 + seed) % 732),
+    prompts: Int32Array.from({ length: 50 }, (_, k) => (k * 17 + seed) % 1024),
+    sampling: { topK: 15, topP: 1, temperature: 1, repetitionPenalty: 1.35 },
+    seed,
+    ...(stream ? { emitAt, ...stream } : {}),
+  };
+}
+
 t.test("streaming schedule - melFrames follows docs/models.md, tokensFor is its least inverse", async (t) => {
   // docs/models.md: T50' = 2·T25 at speed 1, else ⌊2·T25/speed⌋+1 (decimal); Tm = ⌊1.875·T50'⌋.
   t.equal(melFrames(10, 1), 37);
@@ -86,15 +99,7 @@ t.test("streaming schedule - the GPT engine gets segment 0 of a streamed request
   const manifest = loadManifest(dir);
   const sessions = {} as GptSessions;
   for (const g of ["t2s_encoder", "t2s_prefill", "t2s_step"] as const) sessions[g] = await ort.InferenceSession.create(join(dir, manifest.graphs[g].file), { intraOpNumThreads: 1 });
-  const req = (id: string, seed: number, stream?: { group: string; order: number }): GptRequest => ({
-    id,
-    promptIds: Int32Array.from({ length: 6 }, (_, k) => (k * 31 + seed) % 732),
-    textIds: Int32Array.from({ length: 20 }, (_, k) => (k * 13 + 5 + seed) % 732),
-    prompts: Int32Array.from({ length: 50 }, (_, k) => (k * 17 + seed) % 1024),
-    sampling: { topK: 15, topP: 1, temperature: 1, repetitionPenalty: 1.35 },
-    seed,
-    ...(stream ? { emitAt: [6, 20, 100000], ...stream } : {}),
-  });
+  const req = (id: string, seed: number, stream?: { group: string; order: number }) => segmentRequest(id, seed, [6, 20, 100000], stream);
   const reqs = [
     req("s.1", 1, { group: "s", order: 1 }), // arrives before segment 0
     req("plain", 2), // not streamed: never held
@@ -144,15 +149,7 @@ t.test("streaming schedule - with pacing, the GPT engine admits a streamed reque
     sessions[g] = { run: async (feeds: Record<string, ort.Tensor>) => ((clock += cost[g](feeds)), real[g].run(feeds)) } as unknown as ort.InferenceSession;
   // Partials at every count from 6 on: the test sees each row's tokens step by step.
   const every = Array.from({ length: 200 }, (_, k) => 6 + k);
-  const req = (id: string, seed: number, stream?: { group: string; order: number }): GptRequest => ({
-    id,
-    promptIds: Int32Array.from({ length: 6 }, (_, k) => (k * 31 + seed) % 732),
-    textIds: Int32Array.from({ length: 20 }, (_, k) => (k * 13 + 5 + seed) % 732),
-    prompts: Int32Array.from({ length: 50 }, (_, k) => (k * 17 + seed) % 1024),
-    sampling: { topK: 15, topP: 1, temperature: 1, repetitionPenalty: 1.35 },
-    seed,
-    ...(stream ? { emitAt: every, ...stream } : {}),
-  });
+  const req = (id: string, seed: number, stream?: { group: string; order: number; speed?: number }) => segmentRequest(id, seed, every, stream);
   const reqs = (speed?: number) => [
     ...[3, 1, 4, 6].map((seed, order) => req(`s.${order}`, seed, { group: "s", order, ...(speed ? { speed } : {}) })),
     req("plain", 2),
