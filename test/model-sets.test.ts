@@ -235,12 +235,18 @@ t.test("OpenAI `model` may name a set; /v1/models lists the sets", async (t) => 
   t.equal(((await bad.json()) as { error: { code: string } }).error.code, "BAD_PARAMETER");
 });
 
-t.test("every gateway follows the selection: one started later reads it, one running sees the switch", async (t) => {
-  const env = { ...TEST_ENV, NATS_URL: stack.natsUrl, PORT: "0", GSV_MODELS_ROOT: root, GSV_MODEL_DIR: join(root, "tiny") };
-  const gw2 = await startService("gateway", env);
+/** Starts another gateway on the same NATS and models root (stopped with the test); its URL. */
+async function secondGateway(t: { teardown(fn: () => unknown): void }): Promise<string> {
+  const gw2 = await startService("gateway", { ...TEST_ENV, NATS_URL: stack.natsUrl, PORT: "0", GSV_MODELS_ROOT: root, GSV_MODEL_DIR: join(root, "tiny") });
   t.teardown(() => gw2.stop());
-  const url2 = String(gw2.ready.url);
-  const health = async (u: string) => ((await (await fetch(`${u}/health`)).json()) as { models: ModelSelection | null }).models;
+  return String(gw2.ready.url);
+}
+
+/** The model selection a gateway's /health reports. */
+const health = async (u: string) => ((await (await fetch(`${u}/health`)).json()) as { models: ModelSelection | null }).models;
+
+t.test("every gateway follows the selection: one started later reads it, one running sees the switch", async (t) => {
+  const url2 = await secondGateway(t);
   t.same(await health(url2), { gpt: "b", sovits: "b" }, "a gateway started after the switch reads the stored selection");
   const r2 = await call2(url2);
   t.ok(same(r2, alone.b), "and runs new requests on it");
@@ -260,11 +266,7 @@ t.test("every gateway follows the selection: one started later reads it, one run
 });
 
 t.test("switches of the two halves through two gateways at once both take effect (no lost update)", async (t) => {
-  const env = { ...TEST_ENV, NATS_URL: stack.natsUrl, PORT: "0", GSV_MODELS_ROOT: root, GSV_MODEL_DIR: join(root, "tiny") };
-  const gw2 = await startService("gateway", env);
-  t.teardown(() => gw2.stop());
-  const url2 = String(gw2.ready.url);
-  const health = async (u: string) => ((await (await fetch(`${u}/health`)).json()) as { models: ModelSelection | null }).models;
+  const url2 = await secondGateway(t);
   const set2 = (which: "gpt" | "sovits", name: string) => fetch(`${url2}/set_${which}_weights?weights_path=${name}`).then((r) => r.status);
   // Each round: the GPT half through one gateway and the SoVITS half through the other, started together.
   // Both gateways start from the same stored selection; a write that ignored the other's would undo it.
