@@ -326,9 +326,10 @@ export class GptEngine {
     const n = this.#rows.length;
     const order = Array.from({ length: n * d.heads }, (_, i) => i);
     if (cap > old) order.reverse();
+    const bufs = [...this.#k, ...this.#v];
     for (const i of order) {
       const len = this.#rows[Math.floor(i / d.heads)].len;
-      for (const buf of [...this.#k, ...this.#v]) buf.copyWithin(i * cap * Dh, i * old * Dh, (i * old + len) * Dh);
+      for (const buf of bufs) buf.copyWithin(i * cap * Dh, i * old * Dh, (i * old + len) * Dh);
     }
     for (const s of order.filter((i) => i < n)) {
       const len = this.#rows[s].len;
