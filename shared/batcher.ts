@@ -21,6 +21,11 @@ export interface BatcherOptions<I> {
   priority?: (item: I) => number[];
   /** The largest batch the item that leads it may run in (default maxBatch). */
   batchLimit?: (item: I) => number;
+  /**
+   * Hold a batch that is not full until its oldest item has waited this long (default 0: run at once).
+   * For work that arrives in bursts and whose batches cost about as much as one item (a GPU).
+   */
+  maxWaitMs?: number;
 }
 
 function lexLess(a: number[], b: number[]): number {
@@ -37,6 +42,8 @@ interface Waiting<I, O> {
   reject: (e: unknown) => void;
   /** The span of the job that submitted the item (its request's trace). */
   ctx: SpanContext | undefined;
+  /** When it was submitted (Date.now()). */
+  at: number;
 }
 
 /** Batch-size histogram (size → batches run) and items waiting, summed over several batchers (status of a stage holding several model sets). */
@@ -55,6 +62,8 @@ export class MicroBatcher<I, O> {
   #running = 0;
   /** Batches whose results were handed out and whose callers' resubmissions are still being collected. */
   #settling = 0;
+  /** The pump waiting for a batch's oldest item to reach maxWaitMs. */
+  #timer: NodeJS.Timeout | undefined;
   #run: (items: I[]) => Promise<O[]>;
   #o: BatcherOptions<I>;
   /** batch size → number of batches run, for metrics. */
@@ -71,7 +80,7 @@ export class MicroBatcher<I, O> {
 
   submit(item: I): Promise<O> {
     return new Promise<O>((resolve, reject) => {
-      this.#queue.push({ item, resolve, reject, ctx: currentContext() });
+      this.#queue.push({ item, resolve, reject, ctx: currentContext(), at: Date.now() });
       this.#pump();
     });
   }
@@ -87,6 +96,14 @@ export class MicroBatcher<I, O> {
       }
       const key = this.#o.key?.(this.#queue[0].item);
       const limit = Math.max(1, Math.min(this.#o.maxBatch, this.#o.batchLimit?.(this.#queue[0].item) ?? this.#o.maxBatch));
+      const holdUntil = this.#queue[0].at + (this.#o.maxWaitMs ?? 0);
+      if (holdUntil > Date.now() && this.#queue.filter((w) => key === undefined || this.#o.key!(w.item) === key).length < limit) {
+        this.#timer ??= setTimeout(() => {
+          this.#timer = undefined;
+          this.#pump();
+        }, holdUntil - Date.now());
+        return;
+      }
       const batch: Waiting<I, O>[] = [];
       for (let i = 0; i < this.#queue.length && batch.length < limit; ) {
         if (key === undefined || this.#o.key!(this.#queue[i].item) === key) batch.push(...this.#queue.splice(i, 1));

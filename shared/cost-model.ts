@@ -109,14 +109,16 @@ export function callTimeMs(graph: GraphName, feeds: FeedShapes): number {
       return 2 * R.layerFloorMs + computeMs(2 * 1024 * 512 * n);
     }
     case "cnhubert": {
+      // a batch is padded to its longest reference: every row costs the longest one's frames
+      const b = dim(feeds, "ref_audio_16k", 0, graph);
       const s = dim(feeds, "ref_audio_16k", 1, graph);
       const t50 = Math.max(1, Math.floor((s - 400) / 320) + 1);
-      return (R.hubertLayers + 7) * R.layerFloorMs + computeMs(2 * R.hubertParams * t50);
+      return (R.hubertLayers + 7) * R.layerFloorMs + computeMs(2 * R.hubertParams * t50 * b);
     }
     case "vq_extract":
-      return R.layerFloorMs + computeMs(2 * 768 * 768 * 2 * dim(feeds, "ssl_content", 2, graph));
+      return R.layerFloorMs + computeMs(2 * 768 * 768 * 2 * dim(feeds, "ssl_content", 2, graph) * dim(feeds, "ssl_content", 0, graph));
     case "ge_encoder":
-      return 4 * R.layerFloorMs + computeMs(2 * 2e6 * dim(feeds, "refer", 2, graph));
+      return 4 * R.layerFloorMs + computeMs(2 * 2e6 * dim(feeds, "refer", 2, graph) * dim(feeds, "refer", 0, graph));
     case "sovits_encp": {
       const t25 = dim(feeds, "codes", 2, graph);
       return 8 * R.layerFloorMs + computeMs(2 * R.encpParams * 2 * t25);
@@ -180,6 +182,17 @@ function pattern(n: number, seed: number, scale = 1): Float32Array {
 
 const f32 = (data: Float32Array, dims: number[]): TensorLike => ({ type: "float32", data, dims });
 
+function concatRows(rows: readonly Float32Array[]): Float32Array {
+  if (rows.length === 1) return rows[0];
+  const out = new Float32Array(rows.reduce((n, r) => n + r.length, 0));
+  let at = 0;
+  for (const r of rows) {
+    out.set(r, at);
+    at += r.length;
+  }
+  return out;
+}
+
 function firstInt(feeds: Record<string, { data?: unknown } | undefined>, name: string): number {
   const d = feeds[name]?.data;
   if (d instanceof BigInt64Array) return d.length ? Number(d[0]) : 0;
@@ -207,18 +220,27 @@ export function costModelOutputs(graph: GraphName, feeds: Feeds, manifest: Manif
   const t = d.t2s;
   switch (graph) {
     case "cnhubert": {
+      // batched as the generator's contract: [B,S16] padded, each row's own length in ref_lengths
+      const b = dim(feeds, "ref_audio_16k", 0, graph);
       const s = dim(feeds, "ref_audio_16k", 1, graph);
       const t50 = Math.floor((s - 400) / 320) + 1;
-      return { ssl_content: f32(pattern(d.ssl.dim * t50, mix(1, s)), [1, d.ssl.dim, t50]) };
+      const lengths = feeds.ref_lengths?.data as BigInt64Array | undefined;
+      const rows = Array.from({ length: b }, (_, r) => pattern(d.ssl.dim * t50, mix(1, lengths ? Number(lengths[r]) : s)));
+      return { ssl_content: f32(concatRows(rows), [b, d.ssl.dim, t50]) };
     }
     case "vq_extract": {
+      const b = dim(feeds, "ssl_content", 0, graph);
       const t25 = Math.floor(dim(feeds, "ssl_content", 2, graph) / 2);
-      const ids = new BigInt64Array(t25);
-      for (let i = 0; i < t25; i++) ids[i] = BigInt(mix(2, i) % d.vq.codebook);
-      return { prompts: { type: "int64", data: ids, dims: [1, t25] } };
+      const ids = new BigInt64Array(b * t25);
+      for (let i = 0; i < b * t25; i++) ids[i] = BigInt(mix(2, i % t25) % d.vq.codebook);
+      return { prompts: { type: "int64", data: ids, dims: [b, t25] } };
     }
-    case "ge_encoder":
-      return { ge: f32(pattern(d.ge.dim, mix(3, dim(feeds, "refer", 2, graph)), 0.1), [1, d.ge.dim, 1]) };
+    case "ge_encoder": {
+      const b = dim(feeds, "refer", 0, graph);
+      const lengths = feeds.refer_lengths?.data as BigInt64Array | undefined;
+      const rows = Array.from({ length: b }, (_, r) => pattern(d.ge.dim, mix(3, lengths ? Number(lengths[r]) : dim(feeds, "refer", 2, graph)), 0.1));
+      return { ge: f32(concatRows(rows), [b, d.ge.dim, 1]) };
+    }
     case "t2s_encoder": {
       const n = dim(feeds, "ref_seq", 1, graph) + dim(feeds, "text_seq", 1, graph);
       return { x: f32(pattern(n * t.hidden, mix(4, n)), [1, n, t.hidden]) };

@@ -1,7 +1,7 @@
 import { Worker } from "node:worker_threads";
 import { join } from "node:path";
 import { graphEntry, type AnyGraphName, type GraphName, type Manifest } from "./manifest.js";
-import type { Feeds, TensorLike } from "./tensor.js";
+import type { Feeds, GraphInput, TensorLike } from "./tensor.js";
 import { GsvError } from "./errors.js";
 import { SimDevice, costDilation, ortBackend } from "./cost-model.js";
 
@@ -26,6 +26,8 @@ export class OrtPool {
   #devices: SimDevice[] = [];
   #nextId = 1;
   #closed = false;
+  /** Each loaded graph's inputs (from the first worker; every worker loads the same files). */
+  #inputs: Record<string, GraphInput[]> | undefined;
 
   private constructor() {}
 
@@ -46,7 +48,8 @@ export class OrtPool {
         const worker = new Worker(url, { workerData: { graphs, intraOpThreads: opts.intraOpThreads } });
         const slot: Slot = { worker, busy: 0, pending: new Map() };
         await new Promise<void>((resolve, reject) => {
-          const onFirst = (m: { ready?: boolean; error?: string }) => {
+          const onFirst = (m: { ready?: boolean; error?: string; inputs?: Record<string, GraphInput[]> }) => {
+            pool.#inputs ??= m.inputs;
             if (m.ready) resolve();
             else reject(new Error(`onnxruntime worker failed to load: ${m.error}`));
           };
@@ -87,6 +90,14 @@ export class OrtPool {
       slot.pending.set(id, { resolve, reject });
       slot.worker.postMessage({ id, graph, feeds });
     });
+  }
+
+  /**
+   * The inputs a loaded graph declares, or undefined on the cost model (no graph is loaded there; it
+   * simulates the contract as tools/gen-models.ts writes it).
+   */
+  inputs(graph: AnyGraphName): GraphInput[] | undefined {
+    return this.#inputs?.[graph];
   }
 
   get size(): number {

@@ -4,7 +4,7 @@
  */
 import { parentPort, workerData } from "node:worker_threads";
 import * as ort from "onnxruntime-node";
-import type { Feeds, TensorLike } from "./tensor.js";
+import type { Feeds, GraphInput, TensorLike } from "./tensor.js";
 import { sessionOptions } from "./ort-options.js";
 
 interface Init {
@@ -29,8 +29,20 @@ async function load(): Promise<void> {
   }
 }
 
+/** Each graph's inputs, names and shapes (a symbolic dimension as its name), so callers can tell what a graph takes. */
+function inputsOf(): Record<string, GraphInput[]> {
+  const out: Record<string, GraphInput[]> = {};
+  for (const [name, s] of sessions) {
+    out[name] = s.inputNames.map((n, i) => {
+      const meta = s.inputMetadata?.[i];
+      return { name: n, shape: meta && meta.isTensor ? [...meta.shape] : [] };
+    });
+  }
+  return out;
+}
+
 const ready = load().then(
-  () => parentPort!.postMessage({ ready: true }),
+  () => parentPort!.postMessage({ ready: true, inputs: inputsOf() }),
   (err: Error) => parentPort!.postMessage({ ready: false, error: err.message }),
 );
 

@@ -7,6 +7,11 @@ export interface TensorLike {
   dims: number[];
 }
 export type Feeds = Record<string, TensorLike>;
+/** A graph input as the loaded graph declares it: a number per fixed dimension, a name per symbolic one. */
+export interface GraphInput {
+  name: string;
+  shape: (number | string)[];
+}
 
 export const f32 = (data: Float32Array, dims: number[]): TensorLike => ({ type: "float32", data, dims });
 export const i64 = (values: ArrayLike<number> | BigInt64Array, dims: number[]): TensorLike => {

@@ -60,3 +60,28 @@ t.test("batcher - jobs that resubmit as soon as their step returns fill one batc
   // that waited meanwhile, and from then on all eight move together; the other seven's last step is left.
   t.same(sizes, [1, ...Array(11).fill(8), 7], "full batches once all eight are under way");
 });
+
+t.test("batcher - maxWaitMs holds a batch that is not full until its oldest item has waited that long", async (t) => {
+  const calls: { items: number[]; at: number }[] = [];
+  const b = new MicroBatcher<number, number>(
+    async (items) => {
+      calls.push({ items, at: Date.now() });
+      return items;
+    },
+    { maxBatch: 3, concurrency: 1, maxWaitMs: 150 },
+  );
+  const t0 = Date.now();
+  const a = b.submit(1);
+  await new Promise((r) => setTimeout(r, 40));
+  const c = b.submit(2);
+  t.same(calls, [], "nothing ran while the batch could still grow");
+  t.same(await Promise.all([a, c]), [1, 2]);
+  t.same(calls.map((x) => x.items), [[1, 2]], "the two items ran as one batch");
+  t.ok(calls[0].at - t0 >= 145, `it ran when the first item had waited maxWaitMs (${calls[0].at - t0} ms)`);
+  // a full batch does not wait
+  const t1 = Date.now();
+  const full = await Promise.all([3, 4, 5].map((x) => b.submit(x)));
+  t.same(full, [3, 4, 5]);
+  t.same(calls[1].items, [3, 4, 5]);
+  t.ok(calls[1].at - t1 < 100, `a full batch ran at once (${calls[1].at - t1} ms)`);
+});

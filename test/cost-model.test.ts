@@ -30,11 +30,17 @@ function cases(g: GraphName): Record<string, TensorLike>[] {
   const { t2s } = d;
   switch (g) {
     case "cnhubert":
-      return [16000 * 3 + 9600, 50_017].map((s) => ({ ref_audio_16k: F([1, s], 0.3) }));
+      return [
+        { ref_audio_16k: F([1, 16000 * 3 + 9600], 0.3), ref_lengths: I([16000 * 3 + 9600], [1]) },
+        { ref_audio_16k: F([2, 50_017], 0.3), ref_lengths: I([50_017, 40_000], [2]) },
+      ];
     case "vq_extract":
-      return [151, 40, 7].map((t50) => ({ ssl_content: F([1, d.ssl.dim, t50]) }));
+      return [[1, 151], [1, 40], [3, 7]].map(([b, t50]) => ({ ssl_content: F([b, d.ssl.dim, t50]) }));
     case "ge_encoder":
-      return [100, 37].map((ts) => ({ refer: F([1, d.spec.bins, ts], 2) }));
+      return [
+        { refer: F([1, d.spec.bins, 100], 2), refer_lengths: I([100], [1]) },
+        { refer: F([2, d.spec.bins, 37], 2), refer_lengths: I([37, 30], [2]) },
+      ];
     case "t2s_encoder":
       return [
         [5, 9],

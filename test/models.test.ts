@@ -245,9 +245,9 @@ t.test("manifest follows docs/models.md", async (t) => {
 
 t.test("graph inputs and outputs are named as the contract says", async (t) => {
   const expected: Record<GraphName, [string[], string[]]> = {
-    cnhubert: [["ref_audio_16k"], ["ssl_content"]],
+    cnhubert: [["ref_audio_16k", "ref_lengths"], ["ssl_content"]],
     vq_extract: [["ssl_content"], ["prompts"]],
-    ge_encoder: [["refer"], ["ge"]],
+    ge_encoder: [["refer", "refer_lengths"], ["ge"]],
     t2s_encoder: [["ref_seq", "text_seq", "ref_bert", "text_bert"], ["x"]],
     t2s_prefill: [["x", "prompts"], ["logits", ...Array.from({ length: L }, (_, i) => [`k_${i}`, `v_${i}`]).flat()]],
     t2s_step: [
@@ -297,7 +297,7 @@ t.test("graphs that share weights carry identical values", async (t) => {
 t.test("voice preparation: cnhubert, vq_extract, ge_encoder", async (t) => {
   for (const S of [400, 719, 720, 16000 + 9600 + 123, 3 * 16000 + 9600]) {
     const audio = Float32Array.from({ length: S }, (_, i) => 0.5 * Math.sin(i * 0.031) + 0.2 * (rand() - 0.5));
-    const { ssl_content } = await run("cnhubert", { ref_audio_16k: f32(audio, [1, S]) });
+    const { ssl_content } = await run("cnhubert", { ref_audio_16k: f32(audio, [1, S]), ref_lengths: i64([S], [1]) });
     const T50 = Math.floor((S - 400) / 320) + 1;
     t.same(ssl_content.dims, [1, dims.ssl.dim, T50], `cnhubert S16=${S} gives T50=${T50}`);
     t.ok(allFinite(ssl_content), "finite");
@@ -311,12 +311,12 @@ t.test("voice preparation: cnhubert, vq_extract, ge_encoder", async (t) => {
     t.ok(ints(prompts).every((c) => Number.isInteger(c) && c >= 0 && c < dims.vq.codebook), "codes within the codebook");
   }
   const long = Float32Array.from({ length: 5 * 16000 + 9600 }, (_, i) => 0.5 * Math.sin(i * 0.017 + 0.3 * Math.sin(i * 0.0011)));
-  const { ssl_content } = await run("cnhubert", { ref_audio_16k: f32(long, [1, long.length]) });
+  const { ssl_content } = await run("cnhubert", { ref_audio_16k: f32(long, [1, long.length]), ref_lengths: i64([long.length], [1]) });
   const codes = ints((await run("vq_extract", { ssl_content })).prompts);
   t.ok(new Set(codes).size > 5, `codes vary (${new Set(codes).size} distinct of ${codes.length})`);
 
   for (const Ts of [1, 57, 300]) {
-    const { ge } = await run("ge_encoder", { refer: f32(randF32(dims.spec.bins * Ts, 0, 4), [1, dims.spec.bins, Ts]) });
+    const { ge } = await run("ge_encoder", { refer: f32(randF32(dims.spec.bins * Ts, 0, 4), [1, dims.spec.bins, Ts]), refer_lengths: i64([Ts], [1]) });
     t.same(ge.dims, [1, dims.ge.dim, 1], `ge_encoder Ts=${Ts}`);
     t.ok(allFinite(ge), "finite");
   }
@@ -325,8 +325,8 @@ t.test("voice preparation: cnhubert, vq_extract, ge_encoder", async (t) => {
   const refer = randF32(dims.spec.bins * Ts, 0, 4);
   const noisy = refer.slice();
   for (let i = dims.spec.usedBins * Ts; i < noisy.length; i++) noisy[i] = 1000 * rand();
-  const a = await run("ge_encoder", { refer: f32(refer, [1, dims.spec.bins, Ts]) });
-  const b = await run("ge_encoder", { refer: f32(noisy, [1, dims.spec.bins, Ts]) });
+  const a = await run("ge_encoder", { refer: f32(refer, [1, dims.spec.bins, Ts]), refer_lengths: i64([Ts], [1]) });
+  const b = await run("ge_encoder", { refer: f32(noisy, [1, dims.spec.bins, Ts]), refer_lengths: i64([Ts], [1]) });
   t.equal(maxAbsDiff(floats(a.ge), floats(b.ge)), 0, "ge_encoder uses only bins 0..usedBins−1");
 });
 
@@ -382,7 +382,7 @@ t.test("t2s_prefill shapes", async (t) => {
 });
 
 t.test("sovits_encp frame counts", async (t) => {
-  const { ge } = await run("ge_encoder", { refer: f32(randF32(dims.spec.bins * 30, 0, 4), [1, dims.spec.bins, 30]) });
+  const { ge } = await run("ge_encoder", { refer: f32(randF32(dims.spec.bins * 30, 0, 4), [1, dims.spec.bins, 30]), refer_lengths: i64([30], [1]) });
   // speed as an exact fraction num/den, so T50' = ⌊2·T25·den/num⌋ + 1 is computed exactly
   const speeds: [number, number, number][] = [
     [1, 1, 1],

@@ -168,34 +168,65 @@ function convFfnBlock(g: GraphBuilder, P: ParamFactory, name: string, x: string,
 function buildCnhubert(P: ParamFactory, d: ModelDims, c: Internals["hubert"]): GraphBuilder {
   const g = new GraphBuilder("cnhubert");
   const D = d.ssl.dim;
-  const audio = g.input("ref_audio_16k", "f32", [1, "S16"]);
+  // A batch of references padded to the longest; ref_lengths[b] is row b's own sample count. Every frame a
+  // row has alone is computed from that row's samples only, so it equals the frame computed alone.
+  const audio = g.input("ref_audio_16k", "f32", ["B", "S16"]);
+  const lengths = g.input("ref_lengths", "i64", ["B"]);
   // wav2vec2/HuBERT feature extractor: receptive field 400, stride 320
   const kernels = [10, 3, 3, 3, 3, 2, 2];
   const strides = [5, 2, 2, 2, 2, 2, 2];
-  let x = g.unsqueeze(audio, [1]); // [1,1,S]
+  let x = g.unsqueeze(audio, [1]); // [B,1,S]
   let inC = 1;
+  let len = lengths; // valid frames of x per row, [B]
   kernels.forEach((k, i) => {
     x = g.conv1d(x, P.conv1d(`fe.conv${i}`, inC, c.channels, k, { stride: strides[i], bias: false, gain: Math.SQRT2 }));
+    len = g.add(g.div(g.sub(len, g.i64(k)), g.i64(strides[i])), g.i64(1)); // ⌊(n − k)/s⌋ + 1 (n ≥ k)
     if (i === 0) {
-      // GroupNorm with one group per channel = InstanceNormalization
+      // GroupNorm with one group per channel (InstanceNormalization alone), over each row's own frames
       const n = P.layerNorm("fe.norm0", c.channels);
-      x = g.opF("InstanceNormalization", [x, g.param(n.g), g.param(n.b)], {}, { epsilon: 1e-5 });
+      x = maskedInstanceNorm(g, x, validMask(g, x, 2, len), n, 1e-5);
     }
     x = g.gelu(x);
     inC = c.channels;
   });
-  let h = g.swapTC(x); // [1,T50,C]
+  const valid = validMask(g, x, 2, len); // [B,1,T50]
+  let h = g.swapTC(x); // [B,T50,C]
   h = g.layerNorm(h, P.layerNorm("fp.ln", c.channels));
   h = g.linear(h, P.linear("fp.proj", c.channels, D));
-  // convolutional relative position embedding (SamePad drops the last frame of the even kernel)
+  // convolutional relative position embedding (SamePad drops the last frame of the even kernel); it sees
+  // neighbours, so a row's padding frames are zeroed first, as the conv's own zero padding is alone
   const pc = P.conv1d("enc.pos_conv", D, D, c.posConvKernel, { pad: c.posConvKernel / 2, groups: c.posConvGroups, gain: 0.5 });
-  let p = g.conv1d(g.swapTC(h), pc);
+  let p = g.conv1d(g.mul(g.swapTC(h), valid), pc);
   p = g.gelu(g.slice(p, [0], [-1], [2]));
   h = g.add(h, g.swapTC(p));
   h = g.layerNorm(h, P.layerNorm("enc.ln", D));
-  for (let i = 0; i < c.layers; i++) h = encoderLayer(g, h, encoderLayerParams(P, `enc.layer${i}`, D, c.heads, c.ffn), "gelu");
-  g.output(g.swapTC(h), "ssl_content", "f32", [1, D, "T50"]);
+  const keyAllowed = g.unsqueeze(g.op("Greater", [valid, g.f32(0.5)]), [1]); // [B,1,1,T50]
+  for (let i = 0; i < c.layers; i++) h = encoderLayer(g, h, encoderLayerParams(P, `enc.layer${i}`, D, c.heads, c.ffn), "gelu", keyAllowed);
+  g.output(g.swapTC(h), "ssl_content", "f32", ["B", D, "T50"]);
   return g;
+}
+
+/** 1 where the frame along `axis` of x is below the row's length, else 0: f32 [B,1,T] (axis 2 of [B,C,T]). */
+function validMask(g: GraphBuilder, x: string, axis: number, lengths: string): string {
+  const frames = g.unsqueeze(g.arange(g.dim(x, axis)), [0]); // [1,T]
+  return g.unsqueeze(g.cast(g.op("Less", [frames, g.unsqueeze(lengths, [1])]), "f32"), [1]); // [B,1,T]
+}
+
+/**
+ * InstanceNormalization of x [B,C,T] over each row's valid frames only (mask [B,1,T] of 0/1). The masked
+ * sums are MatMuls with the mask as a column (one read of x, no masked copy), and the affine map is folded
+ * into one scale and shift per channel, so x [B,C,T] (the largest tensor of the graph) is read and
+ * written as few times as possible.
+ */
+function maskedInstanceNorm(g: GraphBuilder, x: string, mask: string, n: LayerNormP, eps: number): string {
+  const col = g.swapTC(mask); // [B,T,1]
+  const count = g.op("ReduceSum", [mask, g.i64([2])], { keepdims: 1 }); // [B,1,1]
+  const mean = g.div(g.matmul(x, col), count); // [B,C,1]
+  const centred = g.sub(x, mean);
+  const variance = g.div(g.matmul(g.mul(centred, centred), col), count);
+  const C = n.g.dims[0];
+  const scale = g.mul(g.reshape(g.param(n.g), [C, 1]), g.op("Reciprocal", [g.op("Sqrt", [g.add(variance, g.f32(eps))])])); // [B,C,1]
+  return g.add(g.mul(centred, scale), g.reshape(g.param(n.b), [C, 1]));
 }
 
 // ---- vq_extract ---------------------------------------------------------------------------------------
@@ -204,8 +235,9 @@ function buildVqExtract(P: ParamFactory, d: ModelDims, codebook: Tensor): GraphB
   const g = new GraphBuilder("vq_extract");
   const D = d.ssl.dim;
   const K = d.vq.codebook;
-  const ssl = g.input("ssl_content", "f32", [1, D, "T50"]);
-  const y = g.swapTC(g.conv1d(ssl, P.conv1d("ssl_proj", D, D, 2, { stride: 2 }))); // [1,T25,D]
+  // Rows of a batch may be padded at the end: the k2 s2 conv and the nearest code are per frame pair.
+  const ssl = g.input("ssl_content", "f32", ["B", D, "T50"]);
+  const y = g.swapTC(g.conv1d(ssl, P.conv1d("ssl_proj", D, D, 2, { stride: 2 }))); // [B,T25,D]
   // nearest code: argmin over k of |c_k|² − 2·x·c_k (|x|² is the same for every k)
   const cT = new Float32Array(D * K);
   const norms = new Float32Array(K);
@@ -221,7 +253,7 @@ function buildVqExtract(P: ParamFactory, d: ModelDims, codebook: Tensor): GraphB
   const dot = g.matmul(y, g.param({ name: "codebook_t", dims: [D, K], data: cT }));
   const dist = g.sub(g.param({ name: "codebook_norm2", dims: [K], data: norms }), g.mul(dot, g.f32(2)));
   const codes = g.op("ArgMin", [dist], { axis: -1, keepdims: 0 });
-  g.output(codes, "prompts", "i64", [1, "T25"]);
+  g.output(codes, "prompts", "i64", ["B", "T25"]);
   return g;
 }
 
@@ -230,20 +262,27 @@ function buildVqExtract(P: ParamFactory, d: ModelDims, codebook: Tensor): GraphB
 function buildGeEncoder(P: ParamFactory, d: ModelDims, c: Internals["ge"]): GraphBuilder {
   const g = new GraphBuilder("ge_encoder");
   const Hd = c.hidden;
-  const refer = g.input("refer", "f32", [1, d.spec.bins, "Ts"]);
-  let x = g.swapTC(g.slice(refer, [0], [d.spec.usedBins], [1])); // [1,Ts,704]
+  // A batch of spectrograms padded to the longest; refer_lengths[b] is row b's own frame count. Padding
+  // frames are zeroed before every conv (as the conv's zero padding is alone), masked as keys and left
+  // out of the mean, so each row's ge equals its ge alone.
+  const refer = g.input("refer", "f32", ["B", d.spec.bins, "Ts"]);
+  const lengths = g.input("refer_lengths", "i64", ["B"]);
+  const valid = g.swapTC(validMask(g, refer, 2, lengths)); // [B,Ts,1]
+  let x = g.swapTC(g.slice(refer, [0], [d.spec.usedBins], [1])); // [B,Ts,704]
   // MelStyleEncoder: spectral (linear, mish ×2), temporal (Conv1dGLU ×2), self-attention, fc, mean over time
   x = g.mish(g.linear(x, P.linear("spectral.0", d.spec.usedBins, Hd, { gain: 1.5 })));
-  x = g.mish(g.linear(x, P.linear("spectral.1", Hd, Hd, { gain: 1.5 })));
+  x = g.mul(g.mish(g.linear(x, P.linear("spectral.1", Hd, Hd, { gain: 1.5 }))), valid);
   for (let i = 0; i < 2; i++) {
     const y = g.conv1d(g.swapTC(x), P.conv1d(`temporal.${i}`, Hd, 2 * Hd, 5, { pad: 2 }));
     const glu = g.mul(g.slice(y, [0], [Hd], [1]), g.sigmoid(g.slice(y, [Hd], [2 * Hd], [1])));
-    x = g.add(x, g.swapTC(glu));
+    x = g.mul(g.add(x, g.swapTC(glu)), valid);
   }
-  x = g.add(x, g.selfAttention(x, P.attention("slf_attn", Hd, c.heads)));
-  x = g.linear(x, P.linear("fc", Hd, d.ge.dim));
-  const ge = g.unsqueeze(g.reduceMean(x, [1], false), [2]); // [1,ge,1]
-  g.output(ge, "ge", "f32", [1, d.ge.dim, 1]);
+  const keyAllowed = g.unsqueeze(g.op("Greater", [g.swapTC(valid), g.f32(0.5)]), [1]); // [B,1,1,Ts]
+  x = g.add(x, g.selfAttention(x, P.attention("slf_attn", Hd, c.heads), keyAllowed));
+  x = g.mul(g.linear(x, P.linear("fc", Hd, d.ge.dim)), valid);
+  const count = g.op("ReduceSum", [valid, g.i64([1])], { keepdims: 0 }); // [B,1]
+  const mean = g.div(g.op("ReduceSum", [x, g.i64([1])], { keepdims: 0 }), count); // [B,ge]
+  g.output(g.unsqueeze(mean, [2]), "ge", "f32", ["B", d.ge.dim, 1]);
   return g;
 }
 

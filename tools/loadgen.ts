@@ -5,11 +5,10 @@
  */
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { decodeWav } from "../shared/dsp/index.js";
+import { decodeWav, encodeWav } from "../shared/dsp/index.js";
 import { isErrorCode } from "../shared/errors.js";
 import { fromRoot } from "../shared/paths.js";
 
-/** A deterministic PRNG (mulberry32): the same seed gives the same sequence, so a failing run can be replayed. */
 /** The benchmarks' English texts (two short sentences each): `npm run bench` and `npm run sim`. */
 export const BENCH_TEXTS = [
   "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs.",
@@ -24,6 +23,7 @@ export function defaultVoice(): { wav: Buffer; promptText: string; audioSha: str
   return { wav, promptText: readFileSync(fromRoot("voices", "default.txt"), "utf8").trim(), audioSha: createHash("sha256").update(wav).digest("hex") };
 }
 
+/** A deterministic PRNG (mulberry32): the same seed gives the same sequence, so a failing run can be replayed. */
 export function prng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
@@ -33,6 +33,24 @@ export function prng(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/**
+ * A reference-like WAV, different for each seed: a gliding harmonic tone (f0 110 + 40·seed Hz) with a
+ * little noise, `seconds` long at `rate` Hz (voice-preparation tests and benchmarks need many voices).
+ */
+export function syntheticReference(seconds: number, rate: number, seed: number): Uint8Array {
+  const n = Math.round(seconds * rate);
+  const x = new Float32Array(n);
+  const noise = prng(seed);
+  for (let i = 0; i < n; i++) {
+    const t = i / rate;
+    const f0 = 110 + 40 * seed + 30 * Math.sin(2 * Math.PI * 0.7 * t);
+    let v = 0;
+    for (let h = 1; h <= 4; h++) v += Math.sin(2 * Math.PI * f0 * h * t) / h;
+    x[i] = 0.2 * v + 0.02 * (noise() * 2 - 1);
+  }
+  return encodeWav(x, rate);
 }
 
 /** Request bodies used under load: short texts (one or two segments), fixed seeds, few CFM steps. */

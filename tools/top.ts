@@ -34,10 +34,13 @@ interface BatchFig {
   recent: { steps: number; meanBatch: number; meanStepMs: number; tokensPerSec: number };
 }
 
-/** The batched model steps a stage's batch and step columns average: not gpt_prefill (one request's prefill, not a batch). */
+/**
+ * The batched model steps a stage's batch and step columns average: not gpt_prefill (one request's
+ * prefill, not a batch) and not voice_prep (a new reference's preparation, once per voice, not per request).
+ */
 function stepOps(batches: Record<string, BatchFig>): BatchFig[] {
   return Object.entries(batches)
-    .filter(([op]) => op !== "gpt_prefill")
+    .filter(([op]) => op !== "gpt_prefill" && op !== "voice_prep")
     .map(([, b]) => b);
 }
 

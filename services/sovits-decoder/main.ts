@@ -19,7 +19,7 @@ import { MicroBatcher, batcherTotals } from "../../shared/batcher.js";
 import { batchObserver } from "../../shared/observe.js";
 import { extractContext, SpanKind, tracer } from "../../shared/trace.js";
 import { decodeWindows, ditBatch, encodeSegment, type DitInput } from "./cfm.js";
-import { prepareVoice } from "./voice-prep.js";
+import { preparedVoice, runVoiceGraphs, voiceBatching, voiceInput, type VoiceGraphsOut, type VoiceInput } from "./voice-prep.js";
 import { decodeStreamWindow } from "./stream.js";
 import { makeSchedule, tokensKey, tokensNeeded, TokensSoFar } from "../../shared/streaming.js";
 import type { StageContext } from "../../shared/stage.js";
@@ -40,6 +40,13 @@ const cfmMaxBatch = intEnv("GSV_CFM_MAX_BATCH", onCpu ? 1 : 8) || 1;
 // CPU the DiT is compute-bound (batching buys ~13 %), and a large batch would hold back the first audio.
 const cfmStreamBatch = Number(process.env.GSV_CFM_STREAM_BATCH ?? 1);
 type DitItem = DitInput & { prio: number[]; streamed: boolean };
+// References being prepared at the same time (new voices) run the voice graphs as one batch of up to
+// GSV_VOICE_MAX_BATCH (padded, each row with its own length). Default 1 on onnxruntime's CPU backend, where
+// HuBERT is compute-bound and two preparations on two workers finish sooner than one batch on one
+// (docs/performance.md); 8 on the cost model. Sets whose voice graphs take one reference a call run 1.
+const voiceMaxBatch = intEnv("GSV_VOICE_MAX_BATCH", onCpu ? 1 : 8) || 1;
+// A batch that is not full may wait this long for more references (default 0: none).
+const voiceBatchWaitMs = intEnv("GSV_VOICE_BATCH_WAIT_MS", 0);
 
 /** A SoVITS set in use: its graphs (VQ, encoders, DiT) and its own DiT batcher (batches never mix sets). */
 interface SovitsSet {
@@ -48,6 +55,8 @@ interface SovitsSet {
   modelSha: string;
   pool: OrtPool;
   dit: MicroBatcher<DitItem, { v: Float32Array; batch: number }>;
+  /** Voice graphs over the references being prepared; a reference that fails alone gets its own error. */
+  voices: MicroBatcher<VoiceInput, VoiceGraphsOut | { error: unknown }>;
 }
 const sets = new ModelSetCache<SovitsSet>({
   max: cfg.maxModelSets,
@@ -65,8 +74,27 @@ const sets = new ModelSetCache<SovitsSet>({
       priority: (it) => it.prio,
       batchLimit: (it) => (it.streamed ? cfmStreamBatch : cfmMaxBatch),
     });
-    log.info("sovits-decoder loaded a model set", { set: name, dir });
-    return { name, manifest, modelSha: createHash("sha256").update(JSON.stringify(manifest.graphs)).digest("hex"), pool, dit };
+    const batching = voiceBatching(pool);
+    const voices = new MicroBatcher<VoiceInput, VoiceGraphsOut | { error: unknown }>(
+      async (items) => {
+        try {
+          return await runVoiceGraphs(pool, manifest, items, batching);
+        } catch (err) {
+          if (items.length === 1) throw err;
+          // one reference the graphs cannot take must not fail the others: each again, alone
+          const alone = await Promise.allSettled(items.map((it) => runVoiceGraphs(pool, manifest, [it], batching)));
+          return alone.map((r) => (r.status === "fulfilled" ? r.value[0] : { error: r.reason }));
+        }
+      },
+      {
+        maxBatch: batching.cnhubert || batching.ge_encoder ? voiceMaxBatch : 1,
+        concurrency: ortWorkers,
+        maxWaitMs: voiceBatchWaitMs,
+        observe: batchObserver("sovits", "voice_prep"),
+      },
+    );
+    log.info("sovits-decoder loaded a model set", { set: name, dir, voiceBatch: batching });
+    return { name, manifest, modelSha: createHash("sha256").update(JSON.stringify(manifest.graphs)).digest("hex"), pool, dit, voices };
   },
   async unload(set) {
     await set.pool.close();
@@ -99,7 +127,6 @@ async function waitForTokens(job: SovitsJob, need: number, ctx: StageContext): P
 // Voice preparation: single flight per voice within this replica; the result is shared through KV.
 const preparing = new Map<string, Promise<{ key: string; tokens: number; cached: boolean }>>();
 async function ensureVoice(set: SovitsSet, audioSha: string): Promise<{ key: string; tokens: number; cached: boolean }> {
-  const { pool, manifest } = set;
   const key = voiceKey(set.modelSha, audioSha);
   const have = await voices.get(key);
   if (have) return { key, tokens: have.prompts.length, cached: true };
@@ -108,7 +135,10 @@ async function ensureVoice(set: SovitsSet, audioSha: string): Promise<{ key: str
     p = (async () => {
       const bytes = await refAudio.getBlob(audioSha);
       if (!bytes) throw new GsvError("NOT_FOUND", `reference audio ${audioSha.slice(0, 12)}… is not in the object store`);
-      const voice = await prepareVoice(pool, manifest, audioSha, bytes);
+      const input = voiceInput(bytes); // a bad reference fails here, on its own
+      const out = await set.voices.submit(input);
+      if ("error" in out) throw out.error;
+      const voice = preparedVoice(audioSha, input, out);
       await voices.put(key, voice);
       return { key, tokens: voice.prompts.length, cached: false };
     })().finally(() => preparing.delete(key));
@@ -128,8 +158,10 @@ const runner = new StageRunner({
   metadata: { modelSet: sets.defaultName, cfmBatch: cfmMode },
   modelSets: stageModelSets(sets, (set) => ({ sha: set.modelSha, manifest: set.manifest })),
   extraStatus: async () => {
-    const { histogram, waiting } = batcherTotals((await sets.loaded()).map(([, set]) => set.dit));
-    return { ditBatches: histogram, ditWaiting: waiting };
+    const loaded = (await sets.loaded()).map(([, set]) => set);
+    const dit = batcherTotals(loaded.map((set) => set.dit));
+    const voice = batcherTotals(loaded.map((set) => set.voices));
+    return { ditBatches: dit.histogram, ditWaiting: dit.waiting, voiceBatches: voice.histogram, voiceWaiting: voice.waiting };
   },
   async handle(job, ctx) {
     const lease = await sets.acquire(job.models?.sovits);

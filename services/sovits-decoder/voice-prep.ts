@@ -1,20 +1,78 @@
 /**
  * Voice preparation, upstream's reference processing: 16 kHz + 0.6 s of zeros → cnhubert → VQ → prompt
  * tokens; 32 kHz linear spectrogram → ge; raw 24 kHz mel, normalised → CFM prompt.
+ *
+ * The graphs can run several references as one batch (`runVoiceGraphs`): the references are padded to
+ * the longest and each row's own length goes with it (`ref_lengths`, `refer_lengths`), so every row's
+ * result equals its result alone. Graphs exported before those inputs existed take one reference a call;
+ * `voiceBatching` reads which kind a model set has from the loaded graphs.
  */
 import { decodeWav, linearSpectrogram32k, melSpectrogram24k, normSpec, resample } from "../../shared/dsp/index.js";
 import { GsvError } from "../../shared/errors.js";
 import type { Manifest } from "../../shared/manifest.js";
 import type { OrtPool } from "../../shared/ort-pool.js";
 import type { PreparedVoice } from "../../shared/schemas.js";
-import { asFloat32, f32, int64ToInt32 } from "../../shared/tensor.js";
+import { asFloat32, f32, i64, type TensorLike } from "../../shared/tensor.js";
 
 export const REF_MIN_SECONDS = 3;
 export const REF_MAX_SECONDS = 10;
 /** Upstream pads with int(32000 * 0.3) samples at 16 kHz (0.6 s), a quirk we keep for parity. */
 export const REF_PAD_16K = 9600;
 
-export async function prepareVoice(pool: OrtPool, manifest: Manifest, audioSha: string, wav: Uint8Array): Promise<PreparedVoice> {
+/** HuBERT's feature extractor: seven convolutions, kernels and strides (receptive field 400, hop 320). */
+const HUBERT_CONVS: readonly (readonly [number, number])[] = [[10, 5], [3, 2], [3, 2], [3, 2], [3, 2], [2, 2], [2, 2]];
+
+/** The 50 Hz frames HuBERT gives for n samples at 16 kHz (⌊(n − 400)/320⌋ + 1, conv by conv). */
+export function hubertFrames(n: number): number {
+  for (const [k, s] of HUBERT_CONVS) n = Math.floor((n - k) / s) + 1;
+  return n;
+}
+
+/** A reference's inputs to the voice graphs, computed from its audio (checked for length and silence). */
+export interface VoiceInput {
+  /** The reference at 16 kHz with REF_PAD_16K zeros appended (cnhubert's input). */
+  audio16k: Float32Array;
+  /** The 32 kHz linear spectrogram, bin-major [bins, frames] (ge_encoder's input). */
+  spec: { data: Float32Array; frames: number };
+  /** The normalised 24 kHz mel, band-major [bands, frames] (the CFM prompt). */
+  refMel: Float32Array;
+  refMelFrames: number;
+  seconds: number;
+}
+
+/** What the graphs make of a reference. */
+export interface VoiceGraphsOut {
+  prompts: Int32Array;
+  ge: Float32Array;
+}
+
+/** Which voice graphs take a batch of references in one call. */
+export interface VoiceBatching {
+  cnhubert: boolean;
+  vq_extract: boolean;
+  ge_encoder: boolean;
+}
+
+/**
+ * Read from the loaded graphs: cnhubert and ge_encoder batch when they take the row lengths
+ * (`ref_lengths`, `refer_lengths`), vq_extract when its batch dimension is not fixed to 1. On the cost
+ * model (no graph loaded) the generator's contract, which batches all three.
+ */
+export function voiceBatching(pool: OrtPool): VoiceBatching {
+  const takes = (graph: "cnhubert" | "ge_encoder", input: string): boolean => {
+    const inputs = pool.inputs(graph);
+    return inputs === undefined || inputs.some((i) => i.name === input);
+  };
+  const vq = pool.inputs("vq_extract");
+  return {
+    cnhubert: takes("cnhubert", "ref_lengths"),
+    ge_encoder: takes("ge_encoder", "refer_lengths"),
+    vq_extract: vq === undefined || vq[0]?.shape[0] !== 1,
+  };
+}
+
+/** Decode, resample and check a reference; the spectrogram and mel for its conditioning. */
+export function voiceInput(wav: Uint8Array): VoiceInput {
   const { sampleRate, samples } = decodeWav(wav);
   const x16 = resample(samples, sampleRate, 16000);
   const seconds = x16.length / 16000;
@@ -24,15 +82,121 @@ export async function prepareVoice(pool: OrtPool, manifest: Manifest, audioSha: 
   let peak = 0;
   for (const v of x16) peak = Math.max(peak, Math.abs(v));
   if (peak < 1e-4) throw new GsvError("BAD_AUDIO", "the reference is silent");
+  const audio16k = new Float32Array(x16.length + REF_PAD_16K);
+  audio16k.set(x16);
+  return { audio16k, ...conditioningInput(samples, sampleRate), seconds };
+}
 
-  const padded = new Float32Array(x16.length + REF_PAD_16K);
-  padded.set(x16);
-  const ssl = await pool.run("cnhubert", { ref_audio_16k: f32(padded, [1, padded.length]) });
-  const codes = await pool.run("vq_extract", { ssl_content: ssl.ssl_content });
-  const prompts = int64ToInt32(codes.prompts, "prompts");
+/** The 32 kHz linear spectrogram (ge_encoder's input) and the normalised 24 kHz log-mel (upstream's `norm_spec(mel_fn(ref))`). */
+function conditioningInput(samples: Float32Array, sampleRate: number): Pick<VoiceInput, "spec" | "refMel" | "refMelFrames"> {
+  const spec = linearSpectrogram32k(resample(samples, sampleRate, 32000));
+  const mel = melSpectrogram24k(resample(samples, sampleRate, 24000));
+  normSpec(mel.data);
+  return { spec, refMel: mel.data, refMelFrames: mel.frames };
+}
 
-  const { ge, refMel, refMelFrames } = await referenceConditioning(pool, manifest, samples, sampleRate);
-  return { audioSha, prompts, ge, refMel, refMelFrames, seconds };
+/** Rows [rows, len_i] as one [rows, max] buffer, each padded with zeros at its end. */
+function padRows(rows: readonly Float32Array[]): { data: Float32Array; width: number } {
+  const width = Math.max(...rows.map((r) => r.length));
+  const data = new Float32Array(rows.length * width);
+  rows.forEach((r, i) => data.set(r, i * width));
+  return { data, width };
+}
+
+/** Channel-major rows [C, T_i] as one [rows, C, max T] buffer, each padded with zeros in time. */
+function padChannelRows(rows: readonly { data: Float32Array; frames: number }[], channels: number): { data: Float32Array; frames: number } {
+  const frames = Math.max(...rows.map((r) => r.frames));
+  const data = new Float32Array(rows.length * channels * frames);
+  rows.forEach((r, b) => {
+    for (let c = 0; c < channels; c++) data.set(r.data.subarray(c * r.frames, (c + 1) * r.frames), (b * channels + c) * frames);
+  });
+  return { data, frames };
+}
+
+/** Row b of a [B, C, T] tensor cut to its first `frames` frames, as [1, C, frames]. */
+function rowOf(t: TensorLike, b: number, frames: number): TensorLike {
+  const [, C, T] = t.dims;
+  const src = t.data as Float32Array;
+  const out = new Float32Array(C * frames);
+  for (let c = 0; c < C; c++) out.set(src.subarray((b * C + c) * T, (b * C + c) * T + frames), c * frames);
+  return f32(out, [1, C, frames]);
+}
+
+/**
+ * cnhubert → vq_extract → prompt tokens and ge_encoder → ge for several references: one call per graph
+ * where the graph batches, else one call per reference. Row i of the result belongs to items[i] and equals
+ * what the reference gives alone.
+ */
+export async function runVoiceGraphs(pool: OrtPool, manifest: Manifest, items: readonly VoiceInput[], batching: VoiceBatching): Promise<VoiceGraphsOut[]> {
+  if (items.length === 0) return [];
+  const t50 = items.map((it) => hubertFrames(it.audio16k.length));
+  // cnhubert: SSL features per reference, [1, D, T50_i] each
+  let ssl: TensorLike[];
+  if (batching.cnhubert) {
+    const { data, width } = padRows(items.map((it) => it.audio16k));
+    const out = await pool.run("cnhubert", {
+      ref_audio_16k: f32(data, [items.length, width]),
+      ref_lengths: i64(items.map((it) => it.audio16k.length), [items.length]),
+    });
+    const all = out.ssl_content;
+    asFloat32(all, "ssl_content");
+    ssl = items.map((_, b) => (items.length === 1 && all.dims[2] === t50[0] ? all : rowOf(all, b, t50[b])));
+  } else {
+    ssl = [];
+    for (const it of items) ssl.push((await pool.run("cnhubert", { ref_audio_16k: f32(it.audio16k, [1, it.audio16k.length]) })).ssl_content);
+  }
+  // vq_extract: ⌊T50/2⌋ codes per reference (a k2 s2 conv, then the nearest code, frame pair by frame pair)
+  let prompts: Int32Array[];
+  if (batching.vq_extract && items.length > 1) {
+    const D = manifest.dims.ssl.dim;
+    const padded = padChannelRows(ssl.map((s) => ({ data: s.data as Float32Array, frames: s.dims[2] })), D);
+    const codes = (await pool.run("vq_extract", { ssl_content: f32(padded.data, [items.length, D, padded.frames]) })).prompts;
+    prompts = items.map((_, b) => codesRow(codes, b, Math.floor(t50[b] / 2)));
+  } else {
+    prompts = [];
+    for (const s of ssl) {
+      const codes = (await pool.run("vq_extract", { ssl_content: s })).prompts;
+      prompts.push(codesRow(codes, 0, codes.dims[1]));
+    }
+  }
+  // ge_encoder: ge [ge.dim] per reference from its linear spectrogram
+  const bins = manifest.dims.spec.bins;
+  let ge: Float32Array[];
+  if (batching.ge_encoder) {
+    const padded = padChannelRows(items.map((it) => it.spec), bins);
+    const out = asFloat32(
+      (await pool.run("ge_encoder", { refer: f32(padded.data, [items.length, bins, padded.frames]), refer_lengths: i64(items.map((it) => it.spec.frames), [items.length]) })).ge,
+      "ge",
+    );
+    const dim = out.length / items.length;
+    ge = items.map((_, b) => out.slice(b * dim, (b + 1) * dim));
+  } else {
+    ge = [];
+    for (const it of items) ge.push(asFloat32((await pool.run("ge_encoder", { refer: f32(it.spec.data, [1, bins, it.spec.frames]) })).ge, "ge"));
+  }
+  return items.map((_, i) => ({ prompts: prompts[i], ge: ge[i] }));
+}
+
+/** Row b of a [B, T25] int64 tensor, its first n codes, as int32. */
+function codesRow(t: TensorLike, b: number, n: number): Int32Array {
+  if (!(t?.data instanceof BigInt64Array)) throw new Error("output prompts is missing or not int64");
+  const width = t.dims[1];
+  if (n > width) throw new Error(`vq_extract gave ${width} codes where ${n} were expected`);
+  const out = new Int32Array(n);
+  for (let i = 0; i < n; i++) out[i] = Number(t.data[b * width + i]);
+  return out;
+}
+
+/** A prepared voice from its inputs and what the graphs made of them. */
+export function preparedVoice(audioSha: string, input: VoiceInput, out: VoiceGraphsOut): PreparedVoice {
+  return { audioSha, prompts: out.prompts, ge: out.ge, refMel: input.refMel, refMelFrames: input.refMelFrames, seconds: input.seconds };
+}
+
+/** One reference, alone (the in-process baseline and tools). */
+export async function prepareVoice(pool: OrtPool, manifest: Manifest, audioSha: string, wav: Uint8Array): Promise<PreparedVoice> {
+  const input = voiceInput(wav);
+  const [out] = await runVoiceGraphs(pool, manifest, [input], voiceBatching(pool));
+  return preparedVoice(audioSha, input, out);
 }
 
 /**
@@ -46,10 +210,10 @@ export async function referenceConditioning(
   samples: Float32Array,
   sampleRate: number,
 ): Promise<{ ge: Float32Array; refMel: Float32Array; refMelFrames: number; spec: { data: Float32Array; frames: number } }> {
-  const spec = linearSpectrogram32k(resample(samples, sampleRate, 32000));
-  const geOut = await pool.run("ge_encoder", { refer: f32(spec.data, [1, manifest.dims.spec.bins, spec.frames]) });
-  const ge = asFloat32(geOut.ge, "ge");
-  const mel = melSpectrogram24k(resample(samples, sampleRate, 24000));
-  normSpec(mel.data);
-  return { ge, refMel: mel.data, refMelFrames: mel.frames, spec };
+  const c = conditioningInput(samples, sampleRate);
+  const bins = manifest.dims.spec.bins;
+  const feeds: Record<string, TensorLike> = { refer: f32(c.spec.data, [1, bins, c.spec.frames]) };
+  if (voiceBatching(pool).ge_encoder) feeds.refer_lengths = i64([c.spec.frames], [1]);
+  const ge = asFloat32((await pool.run("ge_encoder", feeds)).ge, "ge");
+  return { ge, ...c };
 }

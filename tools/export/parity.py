@@ -310,13 +310,28 @@ def parity_sovits(args: argparse.Namespace, work: str, rep: Report) -> None:
         ref_codes = model.extract_latent(ssl)[0]  # [1, T25]
         o = graph("vq_extract", {"ssl_content": ssl.numpy()})
         rep.equal("vq_extract", "prompts (codes)", o["prompts"], ref_codes.numpy(), cfg_text)
+        # a batch of two: the 161-frame features padded (with noise) to a 201-frame second reference's length
+        ssl2 = torch.randn(1, 768, 201, generator=gen)
+        ref_codes2 = model.extract_latent(ssl2)[0]
+        both = torch.cat([torch.cat([ssl, torch.randn(1, 768, 40, generator=gen)], 2), ssl2], 0)
+        o = graph("vq_extract", {"ssl_content": both.numpy()})["prompts"]
+        rep.equal("vq_extract", "batch of 2 (T50 161 padded to 201): row 0", o[:1, :ref_codes.shape[1]], ref_codes.numpy(), cfg_text)
+        rep.equal("vq_extract", "batch of 2: row 1", o[1:], ref_codes2.numpy(), cfg_text)
         # ge_encoder + sovits_encp: upstream decode_encp
         refer = torch.rand(1, 1025, 160, generator=gen) * 2
         codes = torch.randint(0, 1024, (1, 1, 37), generator=gen)
         text = torch.randint(0, 732, (1, 21), generator=gen)
         fea1, ge = model.decode_encp(codes, text, refer, ge=None, speed=1)
-        o = graph("ge_encoder", {"refer": refer.numpy()})
+        o = graph("ge_encoder", {"refer": refer.numpy(), "refer_lengths": np.array([160], dtype=np.int64)})
         rep.add("ge_encoder", "ge", o["ge"], ge.numpy(), 1e-4, 1e-5, cfg_text)
+        # a batch of two: the 160-frame spectrogram padded (with noise) to a 233-frame one's length; each row
+        # against upstream alone
+        refer2 = torch.rand(1, 1025, 233, generator=gen) * 2
+        ge2 = model.decode_encp(codes, text, refer2, ge=None, speed=1)[1]
+        both = torch.cat([torch.cat([refer, torch.rand(1, 1025, 73, generator=gen)], 2), refer2], 0)
+        o = graph("ge_encoder", {"refer": both.numpy(), "refer_lengths": np.array([160, 233], dtype=np.int64)})["ge"]
+        rep.add("ge_encoder", "batch of 2 (Ts 160 padded to 233): row 0", o[:1], ge.numpy(), 1e-4, 1e-5, cfg_text)
+        rep.add("ge_encoder", "batch of 2: row 1", o[1:], ge2.numpy(), 1e-4, 1e-5, cfg_text)
         for speed in (1.0, 0.8, 1.25):
             ref = model.decode_encp(codes, text, refer, ge=ge, speed=speed)[0]
             o = graph("sovits_encp", {"codes": codes.numpy(), "text": text.numpy(), "ge": ge.numpy(),
@@ -668,6 +683,7 @@ HUBERT_CONFIG = {"hidden_size": 768, "num_hidden_layers": 2, "num_attention_head
 
 
 def parity_hubert(args: argparse.Namespace, work: str, rep: Report) -> None:
+    import numpy as np
     import torch
     import transformers
     from transformers import HubertModel
@@ -688,12 +704,26 @@ def parity_hubert(args: argparse.Namespace, work: str, rep: Report) -> None:
     export(args, out, ["--hubert", folder, "--only", "cnhubert"])
     print(f"parity: HuBERT exported in {time.time() - t0:.1f} s", flush=True)
     wav = torch.cat([0.3 * torch.randn(1, 48000, generator=gen), torch.zeros(1, 9600)], dim=1)
+    wav2 = torch.cat([0.3 * torch.randn(1, 67200, generator=gen), torch.zeros(1, 9600)], dim=1)  # 4.2 s + pad
     with torch.no_grad():
         ref = model(wav)["last_hidden_state"].transpose(1, 2)
-    d = save_inputs(os.path.join(work, "hub_in"), {"ref_audio_16k": wav.numpy()})
-    run_node("graph", os.path.join(out, "cnhubert.onnx"), d, os.path.join(work, "hub_out"))
-    o = load_outputs(os.path.join(work, "hub_out"))
+        ref2 = model(wav2)["last_hidden_state"].transpose(1, 2)
+
+    def graph(name: str, inputs: Dict[str, Any]) -> Dict[str, Any]:
+        d = save_inputs(os.path.join(work, f"hub_in_{name}"), inputs)
+        run_node("graph", os.path.join(out, "cnhubert.onnx"), d, os.path.join(work, f"hub_out_{name}"))
+        return load_outputs(os.path.join(work, f"hub_out_{name}"))
+
+    o = graph("alone", {"ref_audio_16k": wav.numpy(), "ref_lengths": np.array([wav.shape[1]], dtype=np.int64)})
     rep.add("cnhubert", f"ssl_content (T50 {ref.shape[2]})", o["ssl_content"], ref.numpy(), 1e-3, 1e-4, cfg_text)
+    # a batch of two: the 3.6 s reference padded with zeros to the 4.8 s one; each row against upstream alone
+    both = torch.zeros(2, wav2.shape[1])
+    both[0, : wav.shape[1]] = wav[0]
+    both[1] = wav2[0]
+    o = graph("batch", {"ref_audio_16k": both.numpy(), "ref_lengths": np.array([wav.shape[1], wav2.shape[1]], dtype=np.int64)})
+    rep.add("cnhubert", f"batch of 2 (S16 57600 padded to 76800): row 0", o["ssl_content"][:1, :, : ref.shape[2]], ref.numpy(),
+            1e-3, 1e-4, cfg_text)
+    rep.add("cnhubert", f"batch of 2: row 1 (T50 {ref2.shape[2]})", o["ssl_content"][1:], ref2.numpy(), 1e-3, 1e-4, cfg_text)
 
 
 # ---- zh BERT (chinese-roberta-wwm-ext-large) -------------------------------------------------------

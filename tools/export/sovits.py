@@ -188,7 +188,8 @@ def linear_resize(x: torch.Tensor, out_len: torch.Tensor) -> torch.Tensor:
 
 
 class VqExtract(nn.Module):
-    """ssl_content [1,D,T50] -> prompts [1,T25] (upstream extract_latent: ssl_proj, then the RVQ's nearest code)."""
+    """ssl_content [B,D,T50] -> prompts [B,T25] (upstream extract_latent: ssl_proj, then the RVQ's nearest code).
+    Frame pair by frame pair, so rows padded at the end give their own codes first."""
 
     def __init__(self, m: nn.Module):
         super().__init__()
@@ -200,15 +201,24 @@ class VqExtract(nn.Module):
 
 
 class GeEncoder(nn.Module):
-    """refer [1,1025,Ts] -> ge [1,512,1] (upstream create_ge / the `ge is None` branch of decode_encp)."""
+    """refer [B,1025,Ts], refer_lengths [B] -> ge [B,512,1] (upstream create_ge / the `ge is None` branch of
+    decode_encp). Upstream's MelStyleEncoder with a padding mask, and exact for padded rows: padding frames
+    are zeroed after the spectral layers and after each Conv1dGLU too (upstream zeroes them only before the
+    attention, so its kernel-5 convs would read them), masked as keys, left out of the mean."""
 
     def __init__(self, m: nn.Module):
         super().__init__()
         self.m = m
 
-    def forward(self, refer):
-        mask = torch.ones_like(refer[:, :1, :])
-        return self.m.ref_enc(refer[:, :704] * mask, mask)
+    def forward(self, refer, lengths):
+        e = self.m.ref_enc
+        pad = torch.arange(refer.shape[2], device=refer.device)[None, :] >= lengths[:, None]  # [B,Ts]
+        x = e.spectral(refer[:, :704].transpose(1, 2)).masked_fill(pad[..., None], 0)  # [B,Ts,H]
+        for glu in e.temporal:
+            x = glu(x.transpose(1, 2)).transpose(1, 2).masked_fill(pad[..., None], 0)
+        x, _ = e.slf_attn(x, mask=pad[:, None, :].expand(-1, refer.shape[2], -1))
+        x = e.fc(x)
+        return e.temporal_avg_pool(x, mask=pad).unsqueeze(-1)
 
 
 class SovitsEncp(nn.Module):
@@ -314,12 +324,13 @@ def export_sovits(m: nn.Module, out_dir: str, graphs, *, opset: int = 17, fp16: 
     from onnx_util import export_onnx
 
     if "vq_extract" in graphs:
-        export_onnx(VqExtract(m).eval(), (torch.randn(1, 768, 20),), os.path.join(out_dir, "vq_extract.onnx"),
-                    inputs=["ssl_content"], outputs=["prompts"], dynamic={"ssl_content": {2: "T50"}, "prompts": {1: "T25"}},
-                    opset=opset, fp16=fp16)
+        export_onnx(VqExtract(m).eval(), (torch.randn(2, 768, 20),), os.path.join(out_dir, "vq_extract.onnx"),
+                    inputs=["ssl_content"], outputs=["prompts"],
+                    dynamic={"ssl_content": {0: "B", 2: "T50"}, "prompts": {0: "B", 1: "T25"}}, opset=opset, fp16=fp16)
     if "ge_encoder" in graphs:
-        export_onnx(GeEncoder(m).eval(), (torch.rand(1, 1025, 30),), os.path.join(out_dir, "ge_encoder.onnx"),
-                    inputs=["refer"], outputs=["ge"], dynamic={"refer": {2: "Ts"}}, opset=opset, fp16=fp16)
+        export_onnx(GeEncoder(m).eval(), (torch.rand(2, 1025, 30), torch.tensor([30, 24])),
+                    os.path.join(out_dir, "ge_encoder.onnx"), inputs=["refer", "refer_lengths"], outputs=["ge"],
+                    dynamic={"refer": {0: "B", 2: "Ts"}, "refer_lengths": {0: "B"}, "ge": {0: "B"}}, opset=opset, fp16=fp16)
     if "sovits_encp" in graphs:
         export_onnx(SovitsEncp(m).eval(),
                     (torch.randint(0, 1024, (1, 1, 13)), torch.randint(0, 732, (1, 9)), torch.randn(1, 512, 1),
