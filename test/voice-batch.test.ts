@@ -6,6 +6,10 @@
  */
 import t from "tap";
 import { createHash } from "node:crypto";
+import { copyFile, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import onnxProto from "onnx-proto";
 import { decode, decodeAs, encode } from "../shared/codec.js";
 import { encodeWav } from "../shared/dsp/index.js";
 import { loadManifest } from "../shared/manifest.js";
@@ -66,6 +70,44 @@ t.test("voice graphs: a padded batch of references of different lengths gives ea
   const [one] = await runVoiceGraphs(pool, manifest, [voiceInput(wav)], batching);
   t.same(Array.from(v.prompts), Array.from(one.prompts));
   t.same(Array.from(v.ge), Array.from(one.ge));
+});
+
+/**
+ * The graphs as exporters wrote them before the batch inputs existed: the length input removed and
+ * computed inside from the audio's own shape (a batch of one, no padding), vq_extract fixed to batch 1.
+ */
+async function legacyGraph(name: "cnhubert" | "ge_encoder" | "vq_extract", out: string): Promise<void> {
+  const { onnx } = onnxProto;
+  const model = onnx.ModelProto.decode(await readFile(join(dir, manifest.graphs[name].file)));
+  const graph = model.graph!;
+  if (name === "vq_extract") {
+    graph.input![0].type!.tensorType!.shape!.dim![0] = { dimValue: 1 };
+  } else {
+    const [lengths, from, axis] = name === "cnhubert" ? ["ref_lengths", "ref_audio_16k", 1] : ["refer_lengths", "refer", 2];
+    graph.input = graph.input!.filter((i) => i.name !== lengths);
+    const INT = onnx.AttributeProto.AttributeType.INT;
+    graph.node!.unshift({ opType: "Shape", input: [from], output: [lengths], name: "legacy_length", attribute: [{ name: "start", type: INT, i: axis }, { name: "end", type: INT, i: axis + 1 }] });
+  }
+  await writeFile(join(out, manifest.graphs[name].file), onnx.ModelProto.encode(model).finish());
+}
+
+t.test("voice graphs without the batch inputs (earlier exports) run one reference a call, with the same results", async (t) => {
+  const legacyDir = await mkdtemp(join(tmpdir(), "gsv-legacy-voice-"));
+  t.teardown(() => rm(legacyDir, { recursive: true, force: true }));
+  for (const g of ["cnhubert", "ge_encoder", "vq_extract"] as const) await legacyGraph(g, legacyDir);
+  await copyFile(join(dir, "manifest.json"), join(legacyDir, "manifest.json"));
+  const graphs = ["cnhubert", "vq_extract", "ge_encoder"] as const;
+  const legacy = await OrtPool.create({ modelDir: legacyDir, manifest, graphs, workers: 1, intraOpThreads: 1 });
+  const current = await OrtPool.create({ modelDir: dir, manifest, graphs, workers: 1, intraOpThreads: 1 });
+  t.teardown(() => Promise.all([legacy.close(), current.close()]));
+  t.same(voiceBatching(legacy), { cnhubert: false, vq_extract: false, ge_encoder: false }, "read from the graphs' inputs");
+  const inputs = [reference(3.1, 16000, 11), reference(6.6, 48000, 12)].map((w) => voiceInput(w));
+  const old = await runVoiceGraphs(legacy, manifest, inputs, voiceBatching(legacy));
+  const now = await runVoiceGraphs(current, manifest, inputs, voiceBatching(current));
+  inputs.forEach((_, i) => {
+    t.same(Array.from(old[i].prompts), Array.from(now[i].prompts), `reference ${i}: the same prompt tokens`);
+    t.ok(relDiff(old[i].ge, now[i].ge) < 1e-5, `reference ${i}: the same ge`);
+  });
 });
 
 t.test("sovits-decoder: references asked for at once are prepared in one batch, each as alone; a bad one fails alone", async (t) => {

@@ -1,6 +1,6 @@
 /**
  * npm run bench [-- --quick] [-- --model-dir DIR] [-- --steps 8] [-- --out bench-out] [-- --concurrency 1,4,16,64]
- *   [-- --skip gpt,stream] (leave out the GPT batching or the streaming part)
+ *   [-- --skip gpt,stream,voice] (leave out the GPT batching, the streaming or the voice-preparation part)
  *
  * Measured in one run, on one set of models, so the machine's noise affects both sides alike:
  * 1. throughput (audio seconds per wall second) of the pipeline at 1, 4, 16, 64 requests in flight, and
@@ -10,6 +10,7 @@
  * 3. p50/p95 latency per stage (queue + compute) and end to end;
  * 4. NATS overhead: the pipeline at one request in flight against the in-process run of the same requests.
  * 5. time to first audio against full latency for a ~20 s paragraph, per streaming_mode (tools/bench-stream.ts).
+ * 6. voice preparation of many new references at once, one a call against batches (tools/bench-voice.ts).
  * Writes bench-out/report.json and bench-out/throughput.svg and prints a summary.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -27,6 +28,7 @@ import { startStack } from "./launch.js";
 import { BENCH_TEXTS, defaultVoice } from "./loadgen.js";
 import { processCpuMs } from "./proc-cpu.js";
 import { streamingLatency } from "./bench-stream.js";
+import { voicePrepThroughput } from "./bench-voice.js";
 
 const { values } = parseArgs({
   options: {
@@ -164,6 +166,17 @@ for (const f of gpt.figures) log(`GPT ${gpt.model} batch ${String(f.batch).padSt
 if (!skip.has("stream")) log("time to first audio, a ~20 s paragraph, one request in flight:");
 const streaming = skip.has("stream") ? "skipped" : await streamingLatency({ modelDir, steps: Number(values.steps), runs: quick ? 3 : 5, log });
 
+// --- voice preparation: new references, one a call against batches (tools/bench-voice.ts) ----------
+const voiceConfigs = [
+  { batch: 1, workers: 2 },
+  { batch: 4, workers: 2 },
+  { batch: 8, workers: 1 },
+];
+const voice = skip.has("voice") ? "skipped" : await voicePrepThroughput(modelDir, quick ? 8 : 16, voiceConfigs);
+if (voice !== "skipped")
+  for (const f of voice.figures)
+    log(`voice preparation, batches of ≤ ${f.batch} on ${f.workers} worker(s): ${round(f.refsPerS, 2)} references/s (${round(f.refsPerS / voice.figures[0].refsPerS, 2)}x one a call), ${round(f.padding, 2)} samples computed per reference sample`);
+
 // --- report --------------------------------------------------------------------------------------
 const report = {
   date: new Date().toISOString(),
@@ -175,6 +188,7 @@ const report = {
   natsOverhead,
   gpt,
   streaming,
+  voice,
 };
 mkdirSync(values.out!, { recursive: true });
 writeFileSync(join(values.out!, "report.json"), JSON.stringify(report, null, 2));
