@@ -20,7 +20,7 @@ import { VoicePrepareReply } from "../shared/schemas.js";
 import { Subjects, ServiceNames } from "../shared/subjects.js";
 import { f32, i64 } from "../shared/tensor.js";
 import { VoiceStore } from "../shared/voices.js";
-import { hubertFrames, prepareVoice, runVoiceGraphs, voiceBatching, voiceInput, type VoiceInput } from "../services/sovits-decoder/voice-prep.js";
+import { hubertFrames, prepareVoice, runVoiceBatch, runVoiceGraphs, voiceBatching, voiceInput, type VoiceInput } from "../services/sovits-decoder/voice-prep.js";
 import { syntheticReference as reference } from "../tools/loadgen.js";
 import { startServices, withNats } from "./helpers/stack.js";
 
@@ -63,6 +63,18 @@ t.test("voice graphs: a padded batch of references of different lengths gives ea
   for (let c = 0; c < D; c++)
     for (let f = 0; f < t50; f++) diff = Math.max(diff, Math.abs((masked.ssl_content.data as Float32Array)[c * T + f] - (unmasked.ssl_content.data as Float32Array)[c * T + f]));
   t.ok(diff > 1e-3, `without its length the short row's features change (${diff.toExponential(2)})`);
+
+  // a reference too short for one prompt token (200 samples; the service refuses it before, by length,
+  // so this stands in for any reference the graphs cannot take) fails the batch; run again alone, it
+  // fails only itself
+  const tooShort: VoiceInput = { ...inputs[0], audio16k: inputs[0].audio16k.slice(0, 200) };
+  await t.rejects(runVoiceGraphs(pool, manifest, [inputs[0], tooShort, inputs[2]], batching), { code: "REFERENCE_LENGTH" }, "the batch fails");
+  const isolated = await runVoiceBatch(pool, manifest, [inputs[0], tooShort, inputs[2]], batching);
+  t.ok("error" in isolated[1], "the short reference gets its own error");
+  for (const i of [0, 2]) {
+    const r = isolated[i];
+    t.ok(!("error" in r) && Array.from(r.prompts).join() === Array.from(alone[i].prompts).join(), `reference ${i} still gets its voice`);
+  }
 
   // prepareVoice (the baseline's path) is the batch of one
   const wav = reference(4.4, 22050, 4);

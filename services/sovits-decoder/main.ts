@@ -19,7 +19,7 @@ import { MicroBatcher, batcherTotals } from "../../shared/batcher.js";
 import { batchObserver } from "../../shared/observe.js";
 import { extractContext, SpanKind, tracer } from "../../shared/trace.js";
 import { decodeWindows, ditBatch, encodeSegment, type DitInput } from "./cfm.js";
-import { preparedVoice, runVoiceGraphs, voiceBatching, voiceInput, type VoiceGraphsOut, type VoiceInput } from "./voice-prep.js";
+import { preparedVoice, runVoiceBatch, voiceBatching, voiceInput, type VoiceGraphsOut, type VoiceInput } from "./voice-prep.js";
 import { decodeStreamWindow } from "./stream.js";
 import { makeSchedule, tokensKey, tokensNeeded, TokensSoFar } from "../../shared/streaming.js";
 import type { StageContext } from "../../shared/stage.js";
@@ -76,16 +76,7 @@ const sets = new ModelSetCache<SovitsSet>({
     });
     const batching = voiceBatching(pool);
     const voices = new MicroBatcher<VoiceInput, VoiceGraphsOut | { error: unknown }>(
-      async (items) => {
-        try {
-          return await runVoiceGraphs(pool, manifest, items, batching);
-        } catch (err) {
-          if (items.length === 1) throw err;
-          // one reference the graphs cannot take must not fail the others: each again, alone
-          const alone = await Promise.allSettled(items.map((it) => runVoiceGraphs(pool, manifest, [it], batching)));
-          return alone.map((r) => (r.status === "fulfilled" ? r.value[0] : { error: r.reason }));
-        }
-      },
+      (items) => runVoiceBatch(pool, manifest, items, batching),
       {
         maxBatch: batching.cnhubert || batching.ge_encoder ? voiceMaxBatch : 1,
         concurrency: ortWorkers,

@@ -130,6 +130,7 @@ function rowOf(t: TensorLike, b: number, frames: number): TensorLike {
 export async function runVoiceGraphs(pool: OrtPool, manifest: Manifest, items: readonly VoiceInput[], batching: VoiceBatching): Promise<VoiceGraphsOut[]> {
   if (items.length === 0) return [];
   const t50 = items.map((it) => hubertFrames(it.audio16k.length));
+  for (const n of t50) if (n < 2) throw new GsvError("REFERENCE_LENGTH", `a reference of ${n} HuBERT frames gives no prompt token`);
   // cnhubert: SSL features per reference, [1, D, T50_i] each
   let ssl: TensorLike[];
   if (batching.cnhubert) {
@@ -175,6 +176,20 @@ export async function runVoiceGraphs(pool: OrtPool, manifest: Manifest, items: r
     for (const it of items) ge.push(asFloat32((await pool.run("ge_encoder", { refer: f32(it.spec.data, [1, bins, it.spec.frames]) })).ge, "ge"));
   }
   return items.map((_, i) => ({ prompts: prompts[i], ge: ge[i] }));
+}
+
+/**
+ * runVoiceGraphs for the service's batches: if the batch fails, each reference is run again alone, so a
+ * reference the graphs cannot take fails only itself (its slot holds its error).
+ */
+export async function runVoiceBatch(pool: OrtPool, manifest: Manifest, items: readonly VoiceInput[], batching: VoiceBatching): Promise<(VoiceGraphsOut | { error: unknown })[]> {
+  try {
+    return await runVoiceGraphs(pool, manifest, items, batching);
+  } catch (err) {
+    if (items.length === 1) return [{ error: err }];
+    const alone = await Promise.allSettled(items.map((it) => runVoiceGraphs(pool, manifest, [it], batching)));
+    return alone.map((r) => (r.status === "fulfilled" ? r.value[0] : { error: r.reason }));
+  }
 }
 
 /** Row b of a [B, T25] int64 tensor, its first n codes, as int32. */
