@@ -62,6 +62,16 @@ export function sliceFrames(a: Float32Array, channels: number, frames: number, f
   return out;
 }
 
+/** Channel-major matrices [C, T_i] as one [rows, C, max T] buffer, each padded with zeros in time. */
+export function padFrames(rows: readonly { data: Float32Array; frames: number }[], channels: number): { data: Float32Array; frames: number } {
+  const frames = Math.max(...rows.map((r) => r.frames));
+  const data = new Float32Array(rows.length * channels * frames);
+  rows.forEach((r, b) => {
+    for (let c = 0; c < channels; c++) data.set(r.data.subarray(c * r.frames, (c + 1) * r.frames), (b * channels + c) * frames);
+  });
+  return { data, frames };
+}
+
 /** Concatenate two channel-major matrices along time. */
 export function concatFrames(a: Float32Array, ta: number, b: Float32Array, tb: number, channels: number): Float32Array {
   const t = ta + tb;
@@ -107,23 +117,14 @@ export async function ditBatch(pool: OrtPool, manifest: Manifest, items: DitInpu
   const F = manifest.dims.fea.dim;
   const b = items.length;
   const T = Math.max(...items.map((it) => it.t));
-  const pad = (a: Float32Array, channels: number, t: number, out: Float32Array, row: number) => {
-    for (let c = 0; c < channels; c++) out.set(a.subarray(c * t, (c + 1) * t), (row * channels + c) * T);
-  };
   // A lone row needs no padding: its arrays go as they are (the pool copies them to its worker), which
   // spares this thread three allocations and copies a step.
   const it0 = items[0];
   const lone = b === 1 && it0.x.length === bands * T && it0.cond.length === bands * T && it0.text.length === F * T;
-  const x = lone ? items[0].x : new Float32Array(b * bands * T);
-  const cond = lone ? items[0].cond : new Float32Array(b * bands * T);
-  const text = lone ? items[0].text : new Float32Array(b * F * T);
-  if (!lone) {
-    items.forEach((it, r) => {
-      pad(it.x, bands, it.t, x, r);
-      pad(it.cond, bands, it.t, cond, r);
-      pad(it.text, F, it.t, text, r);
-    });
-  }
+  const padded = (of: (it: DitInput) => Float32Array, channels: number) => padFrames(items.map((it) => ({ data: of(it), frames: it.t })), channels).data;
+  const x = lone ? it0.x : padded((it) => it.x, bands);
+  const cond = lone ? it0.cond : padded((it) => it.cond, bands);
+  const text = lone ? it0.text : padded((it) => it.text, F);
   const out = await pool.run("cfm_dit", {
     x: f32(x, [b, bands, T]),
     cond: f32(cond, [b, bands, T]),

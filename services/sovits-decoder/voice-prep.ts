@@ -13,6 +13,7 @@ import type { Manifest } from "../../shared/manifest.js";
 import type { OrtPool } from "../../shared/ort-pool.js";
 import type { PreparedVoice } from "../../shared/schemas.js";
 import { asFloat32, f32, i64, type TensorLike } from "../../shared/tensor.js";
+import { padFrames, sliceFrames } from "./cfm.js";
 
 export const REF_MIN_SECONDS = 3;
 export const REF_MAX_SECONDS = 10;
@@ -95,31 +96,28 @@ function conditioningInput(samples: Float32Array, sampleRate: number): Pick<Voic
   return { spec, refMel: mel.data, refMelFrames: mel.frames };
 }
 
-/** Rows [rows, len_i] as one [rows, max] buffer, each padded with zeros at its end. */
-function padRows(rows: readonly Float32Array[]): { data: Float32Array; width: number } {
-  const width = Math.max(...rows.map((r) => r.length));
-  const data = new Float32Array(rows.length * width);
-  rows.forEach((r, i) => data.set(r, i * width));
-  return { data, width };
-}
-
-/** Channel-major rows [C, T_i] as one [rows, C, max T] buffer, each padded with zeros in time. */
-function padChannelRows(rows: readonly { data: Float32Array; frames: number }[], channels: number): { data: Float32Array; frames: number } {
-  const frames = Math.max(...rows.map((r) => r.frames));
-  const data = new Float32Array(rows.length * channels * frames);
-  rows.forEach((r, b) => {
-    for (let c = 0; c < channels; c++) data.set(r.data.subarray(c * r.frames, (c + 1) * r.frames), (b * channels + c) * frames);
-  });
-  return { data, frames };
-}
-
 /** Row b of a [B, C, T] tensor cut to its first `frames` frames, as [1, C, frames]. */
 function rowOf(t: TensorLike, b: number, frames: number): TensorLike {
   const [, C, T] = t.dims;
-  const src = t.data as Float32Array;
-  const out = new Float32Array(C * frames);
-  for (let c = 0; c < C; c++) out.set(src.subarray((b * C + c) * T, (b * C + c) * T + frames), c * frames);
-  return f32(out, [1, C, frames]);
+  const row = (t.data as Float32Array).subarray(b * C * T, (b + 1) * C * T);
+  return f32(sliceFrames(row, C, T, 0, frames), [1, C, frames]);
+}
+
+/** ge [ge.dim] per reference from its linear spectrogram: one call when the graph batches, else one each. */
+async function geOf(pool: OrtPool, manifest: Manifest, specs: readonly VoiceInput["spec"][], batched: boolean): Promise<Float32Array[]> {
+  const bins = manifest.dims.spec.bins;
+  if (!batched) {
+    const ge: Float32Array[] = [];
+    for (const sp of specs) ge.push(asFloat32((await pool.run("ge_encoder", { refer: f32(sp.data, [1, bins, sp.frames]) })).ge, "ge"));
+    return ge;
+  }
+  const padded = padFrames(specs, bins);
+  const out = asFloat32(
+    (await pool.run("ge_encoder", { refer: f32(padded.data, [specs.length, bins, padded.frames]), refer_lengths: i64(specs.map((sp) => sp.frames), [specs.length]) })).ge,
+    "ge",
+  );
+  const dim = out.length / specs.length;
+  return specs.map((_, b) => out.slice(b * dim, (b + 1) * dim));
 }
 
 /**
@@ -134,7 +132,7 @@ export async function runVoiceGraphs(pool: OrtPool, manifest: Manifest, items: r
   // cnhubert: SSL features per reference, [1, D, T50_i] each
   let ssl: TensorLike[];
   if (batching.cnhubert) {
-    const { data, width } = padRows(items.map((it) => it.audio16k));
+    const { data, frames: width } = padFrames(items.map((it) => ({ data: it.audio16k, frames: it.audio16k.length })), 1);
     const out = await pool.run("cnhubert", {
       ref_audio_16k: f32(data, [items.length, width]),
       ref_lengths: i64(items.map((it) => it.audio16k.length), [items.length]),
@@ -150,7 +148,7 @@ export async function runVoiceGraphs(pool: OrtPool, manifest: Manifest, items: r
   let prompts: Int32Array[];
   if (batching.vq_extract && items.length > 1) {
     const D = manifest.dims.ssl.dim;
-    const padded = padChannelRows(ssl.map((s) => ({ data: s.data as Float32Array, frames: s.dims[2] })), D);
+    const padded = padFrames(ssl.map((s) => ({ data: s.data as Float32Array, frames: s.dims[2] })), D);
     const codes = (await pool.run("vq_extract", { ssl_content: f32(padded.data, [items.length, D, padded.frames]) })).prompts;
     prompts = items.map((_, b) => codesRow(codes, b, Math.floor(t50[b] / 2)));
   } else {
@@ -160,21 +158,7 @@ export async function runVoiceGraphs(pool: OrtPool, manifest: Manifest, items: r
       prompts.push(codesRow(codes, 0, codes.dims[1]));
     }
   }
-  // ge_encoder: ge [ge.dim] per reference from its linear spectrogram
-  const bins = manifest.dims.spec.bins;
-  let ge: Float32Array[];
-  if (batching.ge_encoder) {
-    const padded = padChannelRows(items.map((it) => it.spec), bins);
-    const out = asFloat32(
-      (await pool.run("ge_encoder", { refer: f32(padded.data, [items.length, bins, padded.frames]), refer_lengths: i64(items.map((it) => it.spec.frames), [items.length]) })).ge,
-      "ge",
-    );
-    const dim = out.length / items.length;
-    ge = items.map((_, b) => out.slice(b * dim, (b + 1) * dim));
-  } else {
-    ge = [];
-    for (const it of items) ge.push(asFloat32((await pool.run("ge_encoder", { refer: f32(it.spec.data, [1, bins, it.spec.frames]) })).ge, "ge"));
-  }
+  const ge = await geOf(pool, manifest, items.map((it) => it.spec), batching.ge_encoder);
   return items.map((_, i) => ({ prompts: prompts[i], ge: ge[i] }));
 }
 
@@ -226,9 +210,6 @@ export async function referenceConditioning(
   sampleRate: number,
 ): Promise<{ ge: Float32Array; refMel: Float32Array; refMelFrames: number; spec: { data: Float32Array; frames: number } }> {
   const c = conditioningInput(samples, sampleRate);
-  const bins = manifest.dims.spec.bins;
-  const feeds: Record<string, TensorLike> = { refer: f32(c.spec.data, [1, bins, c.spec.frames]) };
-  if (voiceBatching(pool).ge_encoder) feeds.refer_lengths = i64([c.spec.frames], [1]);
-  const ge = asFloat32((await pool.run("ge_encoder", feeds)).ge, "ge");
+  const [ge] = await geOf(pool, manifest, [c.spec], voiceBatching(pool).ge_encoder);
   return { ge, ...c };
 }
